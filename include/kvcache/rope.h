@@ -1,0 +1,26 @@
+// Rotary position embedding (RoPE) as the cache applies it to keys and queries.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+namespace kvcache {
+
+enum class RopeStyle : std::uint8_t {
+  none,            ///< the model has no RoPE; keys are stored as given
+  adjacent_pairs,  ///< rotate (x[2i], x[2i+1]) (llama2.c, Meta's reference Llama)
+  half_split,      ///< rotate (x[i], x[i + d/2]) (HuggingFace / GPT-NeoX)
+};
+
+struct RopeConfig {
+  RopeStyle style = RopeStyle::adjacent_pairs;
+  double theta = 10000.0;  ///< base; pair i rotates by position * theta^(-2i/head_dim)
+};
+
+/// Rotates each head_dim-long row of `x` in place by `position`. Angles are computed in double
+/// (position * frequency, then sin/cos), so positions up to 2^40 keep full f32 accuracy.
+/// `x.size()` must be a multiple of head_dim and head_dim even (asserted).
+void rope_rotate(const RopeConfig& rope, std::uint32_t head_dim, double position, std::span<float> x);
+
+}  // namespace kvcache
