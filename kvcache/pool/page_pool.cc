@@ -1,0 +1,220 @@
+// PagePool: pages are dense ids into lazily carved arenas; free pages sit on a lock-free LIFO
+// stack (a Treiber stack with a generation tag in the head word against ABA). LIFO hands back
+// the most recently freed page, the one most likely still in cache.
+#include "kvcache/page_pool.h"
+
+#include <mimalloc.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cassert>
+#include <cstdio>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kvcache/error.h"
+
+namespace kvcache {
+namespace {
+
+constexpr std::size_t kAlign = 64;
+constexpr std::uint32_t kNil = 0xffffffffu;  // end of the free stack
+
+// Per-page record; lives beside its arena, never moves.
+struct PageSlot {
+  std::atomic<std::uint32_t> next{kNil};  // next id on the free stack
+  std::atomic<bool> in_use{false};        // guards against double release
+};
+
+struct ArenaFree {
+  void operator()(std::byte* p) const { mi_free_aligned(p, kAlign); }
+};
+
+// The head word: low 32 bits a page id (kNil when empty), high 32 bits a generation tag.
+constexpr std::uint64_t pack(std::uint32_t id, std::uint32_t tag) { return (std::uint64_t{tag} << 32) | id; }
+constexpr std::uint32_t head_id(std::uint64_t w) { return static_cast<std::uint32_t>(w); }
+constexpr std::uint32_t head_tag(std::uint64_t w) { return static_cast<std::uint32_t>(w >> 32); }
+
+}  // namespace
+
+struct PagePool::State {
+  std::size_t page_bytes = 0;       // after rounding to kAlign
+  std::size_t pages_per_arena = 0;  // pages carved per arena
+  std::size_t pages_max = 0;        // budget in pages
+  std::size_t arenas_max = 0;       // ceil(pages_max / pages_per_arena)
+
+  // Fixed-size tables indexed by arena, published with release stores once carved.
+  std::vector<std::atomic<std::byte*>> arena_data;
+  std::vector<std::atomic<PageSlot*>> arena_slots;
+  // Owners of the arenas (touched only under grow_mutex and in the destructor).
+  std::vector<std::unique_ptr<std::byte, ArenaFree>> arena_owner;
+  std::vector<std::unique_ptr<PageSlot[]>> slot_owner;
+
+  std::atomic<std::uint64_t> free_head{pack(kNil, 0)};
+  std::atomic<std::size_t> n_arenas{0};
+  std::atomic<std::size_t> pages_reserved{0};
+  std::atomic<std::size_t> pages_in_use{0};
+  std::atomic<std::size_t> pages_free{0};
+  std::atomic<std::size_t> high_water{0};
+  std::atomic<std::uint64_t> failed{0};
+  std::mutex grow_mutex;  // serialises carving a new arena
+
+  PageSlot* slot(PageId id) const {
+    const std::size_t a = id / pages_per_arena;
+    if (a >= arenas_max) return nullptr;
+    PageSlot* slots = arena_slots[a].load(std::memory_order_acquire);
+    return slots == nullptr ? nullptr : slots + id % pages_per_arena;
+  }
+
+  void push(PageId id) {
+    PageSlot* s = slot(id);
+    std::uint64_t head = free_head.load(std::memory_order_relaxed);
+    for (;;) {
+      s->next.store(head_id(head), std::memory_order_relaxed);
+      if (free_head.compare_exchange_weak(head, pack(id, head_tag(head) + 1), std::memory_order_release,
+                                          std::memory_order_relaxed)) {
+        return;
+      }
+    }
+  }
+
+  std::optional<PageId> pop() {
+    std::uint64_t head = free_head.load(std::memory_order_acquire);
+    for (;;) {
+      const std::uint32_t id = head_id(head);
+      if (id == kNil) return std::nullopt;
+      // A stale `next` is harmless: the tag makes the CAS fail if the head moved meanwhile.
+      const std::uint32_t next = slot(id)->next.load(std::memory_order_relaxed);
+      if (free_head.compare_exchange_weak(head, pack(next, head_tag(head) + 1), std::memory_order_acquire,
+                                          std::memory_order_acquire)) {
+        return id;
+      }
+    }
+  }
+
+  // Carves one more arena if the budget allows; false when it does not.
+  bool grow() {
+    std::lock_guard lock(grow_mutex);
+    if (head_id(free_head.load(std::memory_order_acquire)) != kNil) {
+      return true;  // another thread refilled the stack while we waited
+    }
+    const std::size_t a = n_arenas.load(std::memory_order_relaxed);
+    if (a >= arenas_max) return false;
+    const std::size_t first = a * pages_per_arena;
+    const std::size_t count = std::min(pages_per_arena, pages_max - first);
+    auto* raw = static_cast<std::byte*>(mi_malloc_aligned(count * page_bytes, kAlign));
+    if (raw == nullptr) return false;
+    arena_owner.emplace_back(raw);
+    slot_owner.emplace_back(std::make_unique<PageSlot[]>(pages_per_arena));
+    arena_data[a].store(raw, std::memory_order_release);
+    arena_slots[a].store(slot_owner.back().get(), std::memory_order_release);
+    n_arenas.store(a + 1, std::memory_order_release);
+    pages_reserved.fetch_add(count, std::memory_order_relaxed);
+    pages_free.fetch_add(count, std::memory_order_relaxed);
+    // Push in reverse so the lowest id is handed out first.
+    for (std::size_t i = count; i-- > 0;) push(static_cast<PageId>(first + i));
+    return true;
+  }
+};
+
+PagePool::PagePool(const PagePoolOptions& options) : state_(std::make_unique<State>()) {
+  if (options.page_bytes == 0) throw InvalidArgument("PagePool: page_bytes must be > 0");
+  if (options.page_bytes > (std::size_t{1} << 31)) throw InvalidArgument("PagePool: page_bytes exceeds 2 GiB");
+  State& s = *state_;
+  s.page_bytes = (options.page_bytes + kAlign - 1) / kAlign * kAlign;
+  if (options.max_bytes < s.page_bytes) {
+    throw InvalidArgument("PagePool: max_bytes (" + std::to_string(options.max_bytes) +
+                          ") is smaller than one page (" + std::to_string(s.page_bytes) + " bytes)");
+  }
+  s.pages_max = options.max_bytes / s.page_bytes;
+  if (s.pages_max >= kNil) throw InvalidArgument("PagePool: max_bytes allows more than 2^32-1 pages");
+  const std::size_t arena_bytes = std::clamp(options.arena_bytes, s.page_bytes, s.pages_max * s.page_bytes);
+  s.pages_per_arena = arena_bytes / s.page_bytes;
+  s.arenas_max = (s.pages_max + s.pages_per_arena - 1) / s.pages_per_arena;
+  s.arena_data = std::vector<std::atomic<std::byte*>>(s.arenas_max);
+  s.arena_slots = std::vector<std::atomic<PageSlot*>>(s.arenas_max);
+  s.arena_owner.reserve(s.arenas_max);
+  s.slot_owner.reserve(s.arenas_max);
+}
+
+PagePool::~PagePool() {
+  const std::size_t out = state_->pages_in_use.load();
+  if (out != 0) {
+    std::fprintf(stderr, "kvcache: PagePool destroyed with %zu page(s) still allocated\n", out);
+  }
+}
+
+std::optional<PageId> PagePool::try_allocate() noexcept {
+  State& s = *state_;
+  for (;;) {
+    if (std::optional<PageId> id = s.pop()) {
+      [[maybe_unused]] const bool was = s.slot(*id)->in_use.exchange(true, std::memory_order_acq_rel);
+      assert(!was);
+      s.pages_free.fetch_sub(1, std::memory_order_relaxed);
+      const std::size_t now = s.pages_in_use.fetch_add(1, std::memory_order_relaxed) + 1;
+      std::size_t hw = s.high_water.load(std::memory_order_relaxed);
+      while (now > hw && !s.high_water.compare_exchange_weak(hw, now, std::memory_order_relaxed)) {
+      }
+      return id;
+    }
+    bool grown = false;
+    try {
+      grown = s.grow();
+    } catch (...) {  // bookkeeping allocation failed: report exhaustion, never throw
+      grown = false;
+    }
+    if (!grown) {
+      s.failed.fetch_add(1, std::memory_order_relaxed);
+      return std::nullopt;
+    }
+  }
+}
+
+PageId PagePool::allocate() {
+  if (std::optional<PageId> id = try_allocate()) return *id;
+  throw PoolExhausted("PagePool exhausted: all " + std::to_string(state_->pages_max) + " pages of " +
+                      std::to_string(state_->page_bytes) + " bytes are in use");
+}
+
+void PagePool::release(PageId id) {
+  State& s = *state_;
+  PageSlot* slot = s.slot(id);
+  if (slot == nullptr || id >= s.pages_max) {
+    throw InvalidArgument("PagePool::release: page id " + std::to_string(id) + " does not belong to this pool");
+  }
+  bool expected = true;
+  if (!slot->in_use.compare_exchange_strong(expected, false, std::memory_order_acq_rel)) {
+    throw InvalidArgument("PagePool::release: page " + std::to_string(id) + " is not in use (double release?)");
+  }
+  s.pages_in_use.fetch_sub(1, std::memory_order_relaxed);
+  s.pages_free.fetch_add(1, std::memory_order_relaxed);
+  s.push(id);
+}
+
+std::byte* PagePool::data(PageId id) const noexcept {
+  const State& s = *state_;
+  assert(s.slot(id) != nullptr && s.slot(id)->in_use.load(std::memory_order_relaxed));
+  return s.arena_data[id / s.pages_per_arena].load(std::memory_order_acquire) +
+         (id % s.pages_per_arena) * s.page_bytes;
+}
+
+std::size_t PagePool::page_bytes() const noexcept { return state_->page_bytes; }
+
+PagePoolStats PagePool::stats() const noexcept {
+  const State& s = *state_;
+  PagePoolStats st;
+  st.page_bytes = s.page_bytes;
+  st.pages_max = s.pages_max;
+  st.pages_reserved = s.pages_reserved.load();
+  st.pages_in_use = s.pages_in_use.load();
+  st.pages_free = s.pages_free.load();
+  st.pages_high_water = s.high_water.load();
+  st.bytes_reserved = st.pages_reserved * s.page_bytes;
+  st.bytes_in_use = st.pages_in_use * s.page_bytes;
+  st.arenas = s.n_arenas.load();
+  st.failed_allocations = s.failed.load();
+  return st;
+}
+
+}  // namespace kvcache

@@ -1,0 +1,461 @@
+// StreamCache: applies AdmitPlans to per-layer page tables. See stream_cache.h for the model.
+#include "kvcache/stream_cache.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cstring>
+#include <deque>
+#include <string>
+
+#include "kvcache/error.h"
+#include "kvcache/stream/stream_plan.h"
+
+namespace kvcache {
+
+namespace {
+
+// Page ids of one layer.
+struct LayerPages {
+  std::vector<PageId> pinned;  // pinned slot i lives in pinned[i / P] at slot i % P
+  std::deque<PageId> window;   // window token w lives at ring slot (front + w)
+};
+
+// Pages taken from the pool for one begin(), returned to it unless consumed.
+class PageBatch {
+ public:
+  explicit PageBatch(PagePool& pool) : pool_(pool) {}
+  ~PageBatch() {
+    for (PageId id : ids_) pool_.release(id);
+  }
+  PageBatch(const PageBatch&) = delete;
+  PageBatch& operator=(const PageBatch&) = delete;
+  void acquire(std::size_t n) {
+    ids_.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) ids_.push_back(pool_.allocate());  // throws PoolExhausted
+  }
+  PageId take() {
+    assert(!ids_.empty());
+    const PageId id = ids_.back();
+    ids_.pop_back();
+    return id;
+  }
+  bool empty() const { return ids_.empty(); }
+
+ private:
+  PagePool& pool_;
+  std::vector<PageId> ids_;
+};
+
+}  // namespace
+
+struct StreamCache::State {
+  std::shared_ptr<PagePool> pool;
+  StreamConfig config;
+  PageLayout layout;
+  std::unique_ptr<Policy> policy;
+  std::vector<LayerPages> layers;
+  std::vector<TokenMeta> pinned;   // pinned tokens, cache order (= original order)
+  std::deque<TokenMeta> window;    // window tokens, cache order (consecutive positions)
+  std::uint32_t front = 0;         // slot of window[0] in layers[*].window.front()
+  std::uint64_t seen = 0;          // tokens ever admitted
+  std::uint64_t evicted = 0;       // tokens dropped
+  std::uint32_t pending_pinned = 0;  // pending tokens at the end of `pinned`
+  std::uint32_t pending_window = 0;  // pending tokens at the end of `window`
+  std::vector<std::uint8_t> written;  // per layer: pending tokens' K/V written
+  std::size_t peak_bytes = 0;
+  std::vector<float> row;  // scratch: one head row
+
+  std::uint32_t P() const { return layout.page_tokens; }
+  std::uint32_t n_kept() const { return static_cast<std::uint32_t>(pinned.size() + window.size()); }
+  bool reindexed() const { return config.positions == PositionMode::reindexed; }
+
+  // Page and slot of cache index `i` in layer `il`.
+  std::pair<PageId, std::uint32_t> locate(std::uint32_t il, std::uint32_t i) const {
+    const LayerPages& lp = layers[il];
+    if (i < pinned.size()) return {lp.pinned[i / P()], i % P()};
+    const std::uint32_t g = front + (i - static_cast<std::uint32_t>(pinned.size()));
+    return {lp.window[g / P()], g % P()};
+  }
+  // Position a stored key was rotated by.
+  std::int64_t stored_pos(std::uint32_t i) const {
+    if (i < pinned.size()) return reindexed() ? std::int64_t{i} : pinned[i].pos;
+    return window[i - pinned.size()].pos;
+  }
+  std::int64_t cache_pos(std::uint32_t i) const {
+    if (!reindexed()) return i < pinned.size() ? pinned[i].pos : window[i - pinned.size()].pos;
+    return i;
+  }
+  std::byte* k_row(PageId page, std::uint32_t slot, std::uint32_t h) const {
+    return pool->data(page) + layout.k_offset(h, slot);
+  }
+  std::byte* v_row(PageId page, std::uint32_t slot, std::uint32_t h) const {
+    return pool->data(page) + layout.v_offset(h, slot);
+  }
+  void load(const std::byte* src, float* dst) const {
+    if (layout.dtype == DType::f32) {
+      std::memcpy(dst, src, std::size_t{layout.head_dim} * 4);
+    } else {
+      const auto* h = reinterpret_cast<const std::uint16_t*>(src);
+      convert_f16_to_f32({h, layout.head_dim}, {dst, layout.head_dim});
+    }
+  }
+  void store(const float* src, std::byte* dst) const {
+    if (layout.dtype == DType::f32) {
+      std::memcpy(dst, src, std::size_t{layout.head_dim} * 4);
+    } else {
+      auto* h = reinterpret_cast<std::uint16_t*>(dst);
+      convert_f32_to_f16({src, layout.head_dim}, {h, layout.head_dim});
+    }
+  }
+  // Copies one token's K and V rows between slots, re-rotating K by `shift` positions.
+  void move_token(PageId from, std::uint32_t from_slot, PageId to, std::uint32_t to_slot,
+                  std::int64_t shift) {
+    const std::size_t row_bytes = std::size_t{layout.head_dim} * dtype_bytes(layout.dtype);
+    for (std::uint32_t h = 0; h < layout.n_kv_heads; ++h) {
+      if (shift == 0 || config.rope.style == RopeStyle::none) {
+        std::memmove(k_row(to, to_slot, h), k_row(from, from_slot, h), row_bytes);
+      } else {
+        load(k_row(from, from_slot, h), row.data());
+        rope_rotate(config.rope, layout.head_dim, static_cast<double>(shift), row);
+        store(row.data(), k_row(to, to_slot, h));
+      }
+      std::memmove(v_row(to, to_slot, h), v_row(from, from_slot, h), row_bytes);
+    }
+  }
+  std::size_t pages_held() const {
+    if (layers.empty()) return 0;
+    return layers.size() * (layers[0].pinned.size() + layers[0].window.size());
+  }
+  void release_all() {
+    for (LayerPages& lp : layers) {
+      for (PageId id : lp.pinned) pool->release(id);
+      for (PageId id : lp.window) pool->release(id);
+      lp.pinned.clear();
+      lp.window.clear();
+    }
+  }
+};
+
+namespace {
+
+void check_alive(const void* state) {
+  if (state == nullptr) throw InvalidArgument("StreamCache: used after being moved from");
+}
+
+}  // namespace
+
+StreamCache::StreamCache(std::shared_ptr<PagePool> pool, const StreamConfig& config)
+    : state_(std::make_unique<State>()) {
+  if (!pool) throw InvalidArgument("StreamCache: pool is null");
+  if (config.n_layers == 0) throw InvalidArgument("StreamCache: n_layers must be > 0");
+  if (config.n_layers > 4096) throw InvalidArgument("StreamCache: n_layers must be <= 4096");
+  config.layout().validate();
+  if (config.rope.style != RopeStyle::none && config.head_dim % 2 != 0) {
+    throw InvalidArgument("StreamCache: head_dim must be even with RoPE (got " + std::to_string(config.head_dim) + ")");
+  }
+  if (!(config.rope.theta > 1.0)) throw InvalidArgument("StreamCache: rope theta must be > 1");
+  if (pool->page_bytes() < config.layout().page_bytes()) {
+    throw InvalidArgument("StreamCache: pool pages of " + std::to_string(pool->page_bytes()) +
+                          " bytes are smaller than the " + std::to_string(config.layout().page_bytes()) +
+                          " bytes this layout needs");
+  }
+  State& s = *state_;
+  s.policy = make_policy(config.policy);
+  s.pool = std::move(pool);
+  s.config = config;
+  s.layout = config.layout();
+  s.layers.resize(config.n_layers);
+  s.written.assign(config.n_layers, 1);
+  s.row.resize(config.head_dim);
+}
+
+StreamCache::~StreamCache() {
+  if (state_) state_->release_all();
+}
+
+StreamCache::StreamCache(StreamCache&&) noexcept = default;
+
+StreamCache& StreamCache::operator=(StreamCache&& other) noexcept {
+  if (this != &other) {
+    if (state_) state_->release_all();
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+void StreamCache::begin(std::span<const std::int32_t> token_ids) {
+  check_alive(state_.get());
+  State& s = *state_;
+  if (token_ids.empty()) throw InvalidArgument("StreamCache::begin: no tokens");
+  for (std::uint32_t il = 0; il < s.layers.size(); ++il) {
+    if (!s.written[il]) {
+      throw InvalidArgument("StreamCache::begin: layer " + std::to_string(il) +
+                            " of the previous tokens was never appended");
+    }
+  }
+  if (token_ids.size() > 0x7fffffffu) throw InvalidArgument("StreamCache::begin: batch too large");
+  const auto n_new = static_cast<std::uint32_t>(token_ids.size());
+
+  // Plan (const), then take every page the plan needs: nothing has changed if either throws.
+  detail::CacheShape shape;
+  shape.page_tokens = s.P();
+  shape.front = s.front;
+  shape.window_pages = static_cast<std::uint32_t>(s.layers[0].window.size());
+  shape.pinned_pages = static_cast<std::uint32_t>(s.layers[0].pinned.size());
+  shape.next_pos = static_cast<std::int64_t>(s.seen);
+  const detail::AdmitPlan plan = detail::plan_admit(*s.policy, shape, s.pinned, s.window, n_new);
+  PageBatch fresh(*s.pool);
+  fresh.acquire(std::size_t{plan.pool_pages_per_layer()} * s.layers.size());
+  s.pending_pinned = 0;  // the earlier batch is complete (checked above); nothing can throw below
+  s.pending_window = 0;
+
+  // Apply: leave decisions in order, reading old window slots before any page is dropped.
+  const std::uint32_t P = s.P();
+  for (std::uint32_t il = 0; il < s.layers.size(); ++il) {
+    LayerPages& lp = s.layers[il];
+    for (std::uint32_t p = 0; p < plan.pinned_pages_new; ++p) lp.pinned.push_back(fresh.take());
+  }
+  std::uint32_t k = 0;
+  for (const detail::LeaveOp& op : plan.leaves) {
+    if (op.release) {
+      // Compact: later pinned tokens move down a slot (and, reindexed, down a position).
+      const std::int64_t shift = s.reindexed() ? -1 : 0;
+      for (std::uint32_t i = op.release_index + 1; i < s.pinned.size(); ++i) {
+        for (std::uint32_t il = 0; il < s.layers.size(); ++il) {
+          const LayerPages& lp = s.layers[il];
+          s.move_token(lp.pinned[i / P], i % P, lp.pinned[(i - 1) / P], (i - 1) % P, shift);
+        }
+      }
+      s.pinned.erase(s.pinned.begin() + op.release_index);
+      ++s.evicted;
+    }
+    if (op.pin != PinReason::none) {
+      const auto j = static_cast<std::uint32_t>(s.pinned.size());
+      const TokenMeta& leaving = s.window[k];
+      const std::int64_t shift = s.reindexed() ? std::int64_t{j} - leaving.pos : 0;
+      const std::uint32_t g = s.front + k;
+      for (std::uint32_t il = 0; il < s.layers.size(); ++il) {
+        const LayerPages& lp = s.layers[il];
+        s.move_token(lp.window[g / P], g % P, lp.pinned[j / P], j % P, shift);
+      }
+      s.pinned.push_back(leaving);
+      s.pinned.back().pin = op.pin;
+    } else {
+      ++s.evicted;
+    }
+    ++k;
+  }
+  for (std::uint32_t i = 0; i < k; ++i) s.window.pop_front();
+
+  // Window ring: emptied front pages are recycled for growth, the rest go back to the pool.
+  std::vector<PageId> recycled;
+  for (LayerPages& lp : s.layers) {
+    for (std::uint32_t p = 0; p < plan.window_pages_dropped; ++p) {
+      recycled.push_back(lp.window.front());
+      lp.window.pop_front();
+    }
+    for (std::uint32_t p = 0; p < plan.pinned_pages_freed; ++p) {
+      s.pool->release(lp.pinned.back());
+      lp.pinned.pop_back();
+    }
+  }
+  for (LayerPages& lp : s.layers) {
+    for (std::uint32_t p = 0; p < plan.window_pages_grown; ++p) {
+      if (!recycled.empty()) {
+        lp.window.push_back(recycled.back());
+        recycled.pop_back();
+      } else {
+        lp.window.push_back(fresh.take());
+      }
+    }
+  }
+  for (PageId id : recycled) s.pool->release(id);
+  assert(fresh.empty());
+  s.front = plan.front_final;
+
+  // Admit the new tokens.
+  for (std::uint32_t i = 0; i < n_new; ++i) {
+    TokenMeta m;
+    m.pos = static_cast<std::int64_t>(s.seen + i);
+    m.token = token_ids[i];
+    if (i < plan.arrival_pins) {
+      m.pin = s.policy->on_arrival(m.pos);
+      s.pinned.push_back(m);
+    } else {
+      s.window.push_back(m);
+    }
+  }
+  assert(s.pinned.size() == plan.pinned_final && s.window.size() == plan.window_final);
+  s.seen += n_new;
+  s.pending_pinned = plan.arrival_pins;
+  s.pending_window = n_new - plan.arrival_pins;
+  std::fill(s.written.begin(), s.written.end(), 0);
+  s.peak_bytes = std::max(s.peak_bytes, s.pages_held() * s.pool->page_bytes());
+}
+
+void StreamCache::append(std::uint32_t layer, std::span<const float> k, std::span<const float> v) {
+  check_alive(state_.get());
+  State& s = *state_;
+  if (layer >= s.layers.size()) {
+    throw InvalidArgument("StreamCache::append: layer " + std::to_string(layer) + " out of range (n_layers " +
+                          std::to_string(s.layers.size()) + ")");
+  }
+  if (s.written[layer]) {
+    throw InvalidArgument("StreamCache::append: layer " + std::to_string(layer) +
+                          " already holds the pending tokens (call begin first)");
+  }
+  const std::uint32_t n = s.pending_pinned + s.pending_window;
+  const std::size_t per_token = std::size_t{s.layout.n_kv_heads} * s.layout.head_dim;
+  if (k.size() != n * per_token || v.size() != n * per_token) {
+    throw InvalidArgument("StreamCache::append: expected " + std::to_string(n * per_token) +
+                          " floats for k and v (" + std::to_string(n) + " tokens x " +
+                          std::to_string(s.layout.n_kv_heads) + " heads x " + std::to_string(s.layout.head_dim) +
+                          "), got " + std::to_string(k.size()) + " and " + std::to_string(v.size()));
+  }
+  const std::uint32_t first = s.n_kept() - n;
+  const std::uint32_t first_pinned = static_cast<std::uint32_t>(s.pinned.size()) - s.pending_pinned;
+  for (std::uint32_t t = 0; t < n; ++t) {
+    // Pending pinned tokens end the pinned region; pending window tokens end the window.
+    const std::uint32_t index = t < s.pending_pinned ? first_pinned + t : first + t;
+    const auto [page, slot] = s.locate(layer, index);
+    for (std::uint32_t h = 0; h < s.layout.n_kv_heads; ++h) {
+      const float* src = k.data() + t * per_token + std::size_t{h} * s.layout.head_dim;
+      std::copy_n(src, s.layout.head_dim, s.row.begin());
+      if (s.config.rope.style != RopeStyle::none) {
+        rope_rotate(s.config.rope, s.layout.head_dim, static_cast<double>(s.stored_pos(index)), s.row);
+      }
+      s.store(s.row.data(), s.k_row(page, slot, h));
+      s.store(v.data() + t * per_token + std::size_t{h} * s.layout.head_dim, s.v_row(page, slot, h));
+    }
+  }
+  s.written[layer] = 1;
+}
+
+std::uint32_t StreamCache::n_pending() const noexcept {
+  return state_ ? state_->pending_pinned + state_->pending_window : 0;
+}
+
+bool StreamCache::layer_ready(std::uint32_t layer) const {
+  check_alive(state_.get());
+  if (layer >= state_->layers.size()) throw InvalidArgument("StreamCache::layer_ready: layer out of range");
+  return state_->written[layer] != 0;
+}
+
+std::uint32_t StreamCache::n_kept() const noexcept { return state_ ? state_->n_kept() : 0; }
+std::uint32_t StreamCache::n_pinned() const noexcept {
+  return state_ ? static_cast<std::uint32_t>(state_->pinned.size()) : 0;
+}
+
+std::vector<KeptToken> StreamCache::tokens() const {
+  check_alive(state_.get());
+  const State& s = *state_;
+  std::vector<KeptToken> out;
+  out.reserve(s.n_kept());
+  for (std::uint32_t i = 0; i < s.n_kept(); ++i) {
+    out.push_back({i < s.pinned.size() ? s.pinned[i] : s.window[i - s.pinned.size()], s.cache_pos(i)});
+  }
+  return out;
+}
+
+std::int64_t StreamCache::cache_position(std::uint32_t index) const {
+  check_alive(state_.get());
+  if (index >= state_->n_kept()) throw InvalidArgument("StreamCache::cache_position: index out of range");
+  return state_->cache_pos(index);
+}
+
+void StreamCache::layer_spans(std::uint32_t layer, std::vector<KvSpan>& out) const {
+  check_alive(state_.get());
+  const State& s = *state_;
+  if (layer >= s.layers.size()) throw InvalidArgument("StreamCache::layer_spans: layer out of range");
+  out.clear();
+  const LayerPages& lp = s.layers[layer];
+  const std::uint32_t P = s.P();
+  const auto n_pinned = static_cast<std::uint32_t>(s.pinned.size());
+  for (std::uint32_t i = 0; i < n_pinned; i += P) {
+    out.push_back({s.pool->data(lp.pinned[i / P]), 0, std::min(P, n_pinned - i), i, 0});
+  }
+  if (s.window.empty()) return;
+  const std::int64_t delta = s.reindexed() ? std::int64_t{n_pinned} - s.window.front().pos : 0;
+  const auto n_window = static_cast<std::uint32_t>(s.window.size());
+  std::uint32_t w = 0;
+  for (std::size_t p = 0; w < n_window; ++p) {
+    const std::uint32_t begin = p == 0 ? s.front : 0;
+    const std::uint32_t n = std::min(P - begin, n_window - w);
+    out.push_back({s.pool->data(lp.window[p]), begin, n, n_pinned + w, delta});
+    w += n;
+  }
+}
+
+namespace {
+
+// A template so it can take the private State without naming it.
+template <class State>
+void check_read(const State* s, std::uint32_t layer, std::uint32_t index, std::uint32_t kv_head,
+                std::size_t out_size) {
+  check_alive(s);
+  if (layer >= s->layers.size() || index >= s->n_kept() || kv_head >= s->layout.n_kv_heads ||
+      out_size != s->layout.head_dim) {
+    throw InvalidArgument("StreamCache::read_key/read_value: layer " + std::to_string(layer) + ", index " +
+                          std::to_string(index) + ", kv_head " + std::to_string(kv_head) + " or output size " +
+                          std::to_string(out_size) + " out of range");
+  }
+}
+
+}  // namespace
+
+void StreamCache::read_key(std::uint32_t layer, std::uint32_t index, std::uint32_t kv_head,
+                           std::span<float> out) const {
+  check_read(state_.get(), layer, index, kv_head, out.size());
+  const State& s = *state_;
+  const auto [page, slot] = s.locate(layer, index);
+  s.load(s.k_row(page, slot, kv_head), out.data());
+  const std::int64_t shift = s.cache_pos(index) - s.stored_pos(index);
+  if (s.config.rope.style != RopeStyle::none && shift != 0) {
+    rope_rotate(s.config.rope, s.layout.head_dim, static_cast<double>(shift), out);
+  }
+}
+
+void StreamCache::read_value(std::uint32_t layer, std::uint32_t index, std::uint32_t kv_head,
+                             std::span<float> out) const {
+  check_read(state_.get(), layer, index, kv_head, out.size());
+  const State& s = *state_;
+  const auto [page, slot] = s.locate(layer, index);
+  s.load(s.v_row(page, slot, kv_head), out.data());
+}
+
+void StreamCache::add_scores(std::span<const float> mass) {
+  check_alive(state_.get());
+  State& s = *state_;
+  if (mass.size() != s.n_kept()) throw InvalidArgument("StreamCache::add_scores: size must equal n_kept()");
+  for (std::uint32_t i = 0; i < s.n_kept(); ++i) {
+    (i < s.pinned.size() ? s.pinned[i] : s.window[i - s.pinned.size()]).score += mass[i];
+  }
+}
+
+void StreamCache::set_sink_heads(std::span<const std::uint16_t> heads) {
+  check_alive(state_.get());
+  State& s = *state_;
+  if (heads.size() != s.n_kept()) throw InvalidArgument("StreamCache::set_sink_heads: size must equal n_kept()");
+  for (std::uint32_t i = 0; i < s.n_kept(); ++i) {
+    (i < s.pinned.size() ? s.pinned[i] : s.window[i - s.pinned.size()]).sink_heads = heads[i];
+  }
+}
+
+const StreamConfig& StreamCache::config() const noexcept { return state_->config; }
+const Policy& StreamCache::policy() const noexcept { return *state_->policy; }
+
+StreamStats StreamCache::stats() const noexcept {
+  StreamStats st;
+  if (!state_) return st;
+  const State& s = *state_;
+  st.tokens_seen = s.seen;
+  st.tokens_kept = s.n_kept();
+  st.tokens_pinned = static_cast<std::uint32_t>(s.pinned.size());
+  st.tokens_evicted = s.evicted;
+  st.pages = s.pages_held();
+  st.kv_bytes = st.pages * s.pool->page_bytes();
+  st.kv_bytes_peak = s.peak_bytes;
+  return st;
+}
+
+}  // namespace kvcache
