@@ -1,9 +1,15 @@
-// PagePool: pages are dense ids into lazily carved arenas; free pages sit on a lock-free LIFO
-// stack (a Treiber stack with a generation tag in the head word against ABA). LIFO hands back
-// the most recently freed page, the one most likely still in cache.
+// PagePool: pages are dense ids into lazily carved arenas. Free pages sit first in per-thread
+// caches (oneTBB enumerable_thread_specific; each guarded by a spin lock its owner almost never
+// contends), then on a global lock-free LIFO stack (a Treiber stack with a generation tag in the
+// head word against ABA). LIFO hands back the most recently freed page, the one most likely
+// still in cache. A thread that finds no page anywhere else steals from other threads' caches
+// before reporting exhaustion, so the budget is exact: allocation fails only when every page
+// is in use.
 #include "kvcache/page_pool.h"
 
 #include <mimalloc.h>
+#include <oneapi/tbb/cache_aligned_allocator.h>
+#include <oneapi/tbb/enumerable_thread_specific.h>
 
 #include <algorithm>
 #include <atomic>
@@ -11,6 +17,7 @@
 #include <cstdio>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kvcache/error.h"
@@ -30,6 +37,22 @@ struct PageSlot {
 struct ArenaFree {
   void operator()(std::byte* p) const { mi_free_aligned(p, kAlign); }
 };
+
+// A thread's private stash of free pages.
+struct LocalCache {
+  static constexpr std::uint32_t kCapacity = 64;  // spill half to the global stack when full
+  std::atomic_flag busy;                          // spin lock: the owner, or a thief
+  std::uint32_t n = 0;
+  PageId ids[kCapacity];
+
+  void lock() {
+    while (busy.test_and_set(std::memory_order_acquire)) std::this_thread::yield();
+  }
+  void unlock() { busy.clear(std::memory_order_release); }
+};
+
+using LocalCaches = tbb::enumerable_thread_specific<LocalCache, tbb::cache_aligned_allocator<LocalCache>,
+                                                    tbb::ets_key_per_instance>;
 
 // The head word: low 32 bits a page id (kNil when empty), high 32 bits a generation tag.
 constexpr std::uint64_t pack(std::uint32_t id, std::uint32_t tag) { return (std::uint64_t{tag} << 32) | id; }
@@ -55,10 +78,45 @@ struct PagePool::State {
   std::atomic<std::size_t> n_arenas{0};
   std::atomic<std::size_t> pages_reserved{0};
   std::atomic<std::size_t> pages_in_use{0};
-  std::atomic<std::size_t> pages_free{0};
   std::atomic<std::size_t> high_water{0};
   std::atomic<std::uint64_t> failed{0};
   std::mutex grow_mutex;  // serialises carving a new arena
+  LocalCaches caches;     // per-thread stashes of free pages
+  std::mutex registry_mutex;             // guards `registry`
+  std::vector<LocalCache*> registry;     // every cache ever created, for stealing
+
+  LocalCache& local() {
+    bool exists = false;
+    LocalCache& c = caches.local(exists);
+    if (!exists) {
+      std::lock_guard lock(registry_mutex);
+      registry.push_back(&c);
+    }
+    return c;
+  }
+
+  // Moves up to `want` pages from the global stack into `c` (locked by the caller).
+  void refill(LocalCache& c, std::uint32_t want) {
+    while (c.n < want) {
+      const std::optional<PageId> id = pop();
+      if (!id) return;
+      c.ids[c.n++] = *id;
+    }
+  }
+
+  // Takes one page from another thread's cache; nullopt if all are empty.
+  std::optional<PageId> steal(const LocalCache& self) {
+    std::lock_guard lock(registry_mutex);
+    for (LocalCache* c : registry) {
+      if (c == &self) continue;
+      c->lock();
+      std::optional<PageId> id;
+      if (c->n > 0) id = c->ids[--c->n];
+      c->unlock();
+      if (id) return id;
+    }
+    return std::nullopt;
+  }
 
   PageSlot* slot(PageId id) const {
     const std::size_t a = id / pages_per_arena;
@@ -111,7 +169,6 @@ struct PagePool::State {
     arena_slots[a].store(slot_owner.back().get(), std::memory_order_release);
     n_arenas.store(a + 1, std::memory_order_release);
     pages_reserved.fetch_add(count, std::memory_order_relaxed);
-    pages_free.fetch_add(count, std::memory_order_relaxed);
     // Push in reverse so the lowest id is handed out first.
     for (std::size_t i = count; i-- > 0;) push(static_cast<PageId>(first + i));
     return true;
@@ -147,28 +204,29 @@ PagePool::~PagePool() {
 
 std::optional<PageId> PagePool::try_allocate() noexcept {
   State& s = *state_;
-  for (;;) {
-    if (std::optional<PageId> id = s.pop()) {
-      [[maybe_unused]] const bool was = s.slot(*id)->in_use.exchange(true, std::memory_order_acq_rel);
-      assert(!was);
-      s.pages_free.fetch_sub(1, std::memory_order_relaxed);
-      const std::size_t now = s.pages_in_use.fetch_add(1, std::memory_order_relaxed) + 1;
-      std::size_t hw = s.high_water.load(std::memory_order_relaxed);
-      while (now > hw && !s.high_water.compare_exchange_weak(hw, now, std::memory_order_relaxed)) {
-      }
-      return id;
-    }
-    bool grown = false;
-    try {
-      grown = s.grow();
-    } catch (...) {  // bookkeeping allocation failed: report exhaustion, never throw
-      grown = false;
-    }
-    if (!grown) {
-      s.failed.fetch_add(1, std::memory_order_relaxed);
-      return std::nullopt;
-    }
+  std::optional<PageId> id;
+  try {
+    LocalCache& c = s.local();
+    c.lock();
+    if (c.n == 0) s.refill(c, LocalCache::kCapacity / 2);
+    if (c.n == 0 && s.grow()) s.refill(c, LocalCache::kCapacity / 2);
+    if (c.n > 0) id = c.ids[--c.n];
+    c.unlock();
+    if (!id) id = s.steal(c);
+  } catch (...) {  // bookkeeping allocation failed (thread cache, arena table): report exhaustion
+    id.reset();
   }
+  if (!id) {
+    s.failed.fetch_add(1, std::memory_order_relaxed);
+    return std::nullopt;
+  }
+  [[maybe_unused]] const bool was = s.slot(*id)->in_use.exchange(true, std::memory_order_acq_rel);
+  assert(!was);
+  const std::size_t now = s.pages_in_use.fetch_add(1, std::memory_order_relaxed) + 1;
+  std::size_t hw = s.high_water.load(std::memory_order_relaxed);
+  while (now > hw && !s.high_water.compare_exchange_weak(hw, now, std::memory_order_relaxed)) {
+  }
+  return id;
 }
 
 PageId PagePool::allocate() {
@@ -188,8 +246,19 @@ void PagePool::release(PageId id) {
     throw InvalidArgument("PagePool::release: page " + std::to_string(id) + " is not in use (double release?)");
   }
   s.pages_in_use.fetch_sub(1, std::memory_order_relaxed);
-  s.pages_free.fetch_add(1, std::memory_order_relaxed);
-  s.push(id);
+  LocalCache* c = nullptr;
+  try {
+    c = &s.local();
+  } catch (...) {  // no thread cache could be made: the global stack takes the page
+    s.push(id);
+    return;
+  }
+  c->lock();
+  if (c->n == LocalCache::kCapacity) {
+    for (std::uint32_t i = 0; i < LocalCache::kCapacity / 2; ++i) s.push(c->ids[--c->n]);
+  }
+  c->ids[c->n++] = id;
+  c->unlock();
 }
 
 std::byte* PagePool::data(PageId id) const noexcept {
@@ -208,7 +277,7 @@ PagePoolStats PagePool::stats() const noexcept {
   st.pages_max = s.pages_max;
   st.pages_reserved = s.pages_reserved.load();
   st.pages_in_use = s.pages_in_use.load();
-  st.pages_free = s.pages_free.load();
+  st.pages_free = st.pages_reserved - st.pages_in_use;
   st.pages_high_water = s.high_water.load();
   st.bytes_reserved = st.pages_reserved * s.page_bytes;
   st.bytes_in_use = st.pages_in_use * s.page_bytes;

@@ -1,0 +1,125 @@
+#include <doctest/doctest.h>
+
+#include <oneapi/tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "kvcache/error.h"
+#include "kvcache/page_pool.h"
+
+using namespace kvcache;
+
+TEST_CASE("pool rejects bad options") {
+  CHECK_THROWS_AS(PagePool(PagePoolOptions{0, 1 << 20}), InvalidArgument);
+  CHECK_THROWS_AS(PagePool(PagePoolOptions{4096, 100}), InvalidArgument);
+  CHECK_THROWS_AS(PagePool(PagePoolOptions{std::size_t{1} << 32, std::size_t{1} << 33}), InvalidArgument);
+}
+
+TEST_CASE("pages are 64-byte aligned, distinct and writable") {
+  PagePool pool({100, 100 * 128, 1000});
+  CHECK(pool.page_bytes() == 128);
+  std::vector<PageId> ids;
+  std::set<std::byte*> seen;
+  for (int i = 0; i < 100; ++i) {
+    ids.push_back(pool.allocate());
+    std::byte* p = pool.data(ids.back());
+    CHECK(reinterpret_cast<std::uintptr_t>(p) % 64 == 0);
+    CHECK(seen.insert(p).second);
+    std::memset(p, i, 128);
+  }
+  for (int i = 0; i < 100; ++i) CHECK(pool.data(ids[i])[127] == std::byte(i));
+  for (PageId id : ids) pool.release(id);
+}
+
+TEST_CASE("exhaustion is reported and recoverable") {
+  PagePool pool({64, 64 * 10, 64 * 4});
+  std::vector<PageId> ids;
+  for (int i = 0; i < 10; ++i) ids.push_back(pool.allocate());
+  CHECK_THROWS_AS(pool.allocate(), PoolExhausted);
+  CHECK_FALSE(pool.try_allocate().has_value());
+  CHECK(pool.stats().failed_allocations == 2);
+  CHECK(pool.stats().pages_in_use == 10);
+  pool.release(ids.back());
+  ids.pop_back();
+  ids.push_back(pool.allocate());
+  CHECK(pool.stats().arenas == 3);  // 4 + 4 + 2 pages, carved lazily
+  for (PageId id : ids) pool.release(id);
+  CHECK(pool.stats().pages_in_use == 0);
+  CHECK(pool.stats().pages_free == 10);
+  CHECK(pool.stats().pages_high_water == 10);
+}
+
+TEST_CASE("double release and foreign ids are rejected without corrupting the pool") {
+  PagePool pool({64, 64 * 8});
+  const PageId a = pool.allocate();
+  pool.release(a);
+  CHECK_THROWS_AS(pool.release(a), InvalidArgument);
+  CHECK_THROWS_AS(pool.release(12345), InvalidArgument);
+  CHECK(pool.stats().pages_in_use == 0);
+  CHECK(pool.stats().pages_free == pool.stats().pages_reserved);
+  std::set<PageId> distinct;
+  for (int i = 0; i < 8; ++i) CHECK(distinct.insert(pool.allocate()).second);
+  for (PageId id : distinct) pool.release(id);
+}
+
+TEST_CASE("stats match a model count after random operations") {
+  PagePool pool({192, 192 * 300, 192 * 32});
+  std::mt19937 rng(1234);
+  std::vector<PageId> held;
+  std::size_t high = 0;
+  for (int step = 0; step < 20000; ++step) {
+    if (held.empty() || rng() % 100 < 55) {
+      if (auto id = pool.try_allocate()) {
+        CHECK(std::find(held.begin(), held.end(), *id) == held.end());
+        held.push_back(*id);
+      } else {
+        CHECK(held.size() == 300);
+      }
+    } else {
+      const std::size_t i = rng() % held.size();
+      pool.release(held[i]);
+      held[i] = held.back();
+      held.pop_back();
+    }
+    high = std::max(high, held.size());
+    const PagePoolStats s = pool.stats();
+    REQUIRE(s.pages_in_use == held.size());
+    REQUIRE(s.pages_free + s.pages_in_use == s.pages_reserved);
+    REQUIRE(s.bytes_in_use == held.size() * 192);
+  }
+  CHECK(pool.stats().pages_high_water == high);
+  for (PageId id : held) pool.release(id);
+}
+
+TEST_CASE("concurrent allocate and release keep exact accounting") {
+  PagePool pool({64, 64 * 4096, 64 * 256});
+  std::atomic<std::size_t> failures{0};
+  tbb::parallel_for(0, 16, [&](int t) {
+    std::mt19937 rng(static_cast<unsigned>(t));
+    std::vector<PageId> mine;
+    for (int i = 0; i < 20000; ++i) {
+      if (mine.empty() || rng() % 2 == 0) {
+        if (auto id = pool.try_allocate()) {
+          // Tag the page: a page handed to two owners at once would be overwritten.
+          std::memcpy(pool.data(*id), &t, sizeof t);
+          mine.push_back(*id);
+        }
+      } else {
+        int tag;
+        std::memcpy(&tag, pool.data(mine.back()), sizeof tag);
+        if (tag != t) failures.fetch_add(1);
+        pool.release(mine.back());
+        mine.pop_back();
+      }
+    }
+    for (PageId id : mine) pool.release(id);
+  });
+  CHECK(failures.load() == 0);
+  const PagePoolStats s = pool.stats();
+  CHECK(s.pages_in_use == 0);
+  CHECK(s.pages_free == s.pages_reserved);
+}

@@ -1,0 +1,51 @@
+// Many streams on many threads against one shared pool (run under TSan in CI's TSan job).
+#include <doctest/doctest.h>
+
+#include <oneapi/tbb/global_control.h>
+#include <oneapi/tbb/parallel_for.h>
+
+#include "kvcache/attention.h"
+#include "tests/test_support.h"
+
+using namespace kvcache;
+
+TEST_CASE("16 streams on 4 threads share one pool with exact accounting") {
+  tbb::global_control threads(tbb::global_control::max_allowed_parallelism, 4);
+  StreamConfig base{2, 2, 8, 6, DType::f32, PositionMode::reindexed, {}, PolicyConfig::streaming(4, 24)};
+  auto pool = kvtest::make_pool(base, 16 * 2 * 16);  // pages sized for the largest page_tokens
+  std::vector<StreamCache> streams;
+  for (int i = 0; i < 16; ++i) {
+    StreamConfig c = base;
+    c.page_tokens = 2 + static_cast<std::uint32_t>(i % 3) * 2;
+    c.dtype = i % 2 ? DType::f16 : DType::f32;
+    c.policy = i % 4 == 0 ? PolicyConfig::window(20) : PolicyConfig::streaming(4, 16 + (i % 3) * 4);
+    streams.emplace_back(pool, c);
+  }
+  std::atomic<int> wrong{0};
+  tbb::parallel_for(
+      0, 16,
+      [&](int i) {
+        StreamCache& s = streams[static_cast<std::size_t>(i)];
+        std::vector<float> q(32), out(32);
+        for (int t = 0; t < 400 + 13 * i; ++t) {
+          kvtest::push_token(s);
+          attend_reference(s, 1, q, out, {}, AttendOptions{4});
+          // A page shared with another stream would corrupt values: check the newest token.
+          std::vector<float> v(8);
+          s.read_value(1, s.n_kept() - 1, 1, v);
+          const float want = kvtest::synth(kvtest::kSaltV, 1, static_cast<std::uint64_t>(t), 1, 3);
+          if (std::abs(v[3] - want) > (s.config().dtype == DType::f16 ? 1e-3f : 0.f)) wrong.fetch_add(1);
+        }
+      },
+      tbb::simple_partitioner{});
+  CHECK(wrong.load() == 0);
+  std::size_t held = 0;
+  for (const StreamCache& s : streams) {
+    CHECK(s.n_kept() == s.policy().budget());
+    held += s.stats().pages;
+  }
+  CHECK(pool->stats().pages_in_use == held);
+  streams.clear();
+  CHECK(pool->stats().pages_in_use == 0);
+  CHECK(pool->stats().pages_free == pool->stats().pages_reserved);
+}
