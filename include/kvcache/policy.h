@@ -21,8 +21,8 @@ enum class PolicyKind : std::uint8_t {
   full,          ///< keep everything (no budget)
   window,        ///< the last `budget` tokens
   sinks,         ///< StreamingLLM: the first `sinks` tokens + the last `budget - sinks`
-  hidden_sinks,  ///< initial sinks + up to `hidden_sinks` detected sinks + window (issue #4)
-  h2o,           ///< heavy hitters by accumulated attention + recent window (issue #4)
+  hidden_sinks,  ///< initial sinks + up to `hidden_sinks` detected sinks + window (SinkDetector)
+  h2o,           ///< H2O: `heavy` heavy hitters by accumulated attention + recent window
 };
 
 std::string_view policy_name(PolicyKind kind);
@@ -36,11 +36,19 @@ struct PolicyConfig {
   std::uint32_t sinks = 4;         ///< initial tokens pinned on arrival (sinks, hidden_sinks)
   std::uint32_t hidden_sinks = 8;  ///< cap on detected sinks pinned (hidden_sinks)
   std::uint32_t heavy = 0;         ///< heavy-hitter slots (h2o); 0 means budget / 2
+  std::uint16_t min_sink_heads = 2;  ///< (layer, head) pairs a detected sink needs (hidden_sinks)
 
   static PolicyConfig full() { return {}; }
-  static PolicyConfig window(std::uint32_t budget) { return {PolicyKind::window, budget, 0, 0, 0}; }
+  static PolicyConfig window(std::uint32_t budget) { return {PolicyKind::window, budget, 0, 0, 0, 0}; }
   static PolicyConfig streaming(std::uint32_t sinks, std::uint32_t budget) {
-    return {PolicyKind::sinks, budget, sinks, 0, 0};
+    return {PolicyKind::sinks, budget, sinks, 0, 0, 0};
+  }
+  static PolicyConfig hidden(std::uint32_t sinks, std::uint32_t hidden_sinks, std::uint32_t budget,
+                             std::uint16_t min_sink_heads = 2) {
+    return {PolicyKind::hidden_sinks, budget, sinks, hidden_sinks, 0, min_sink_heads};
+  }
+  static PolicyConfig heavy_hitters(std::uint32_t heavy, std::uint32_t budget) {
+    return {PolicyKind::h2o, budget, 0, 0, heavy, 0};
   }
 };
 

@@ -29,6 +29,9 @@ struct StreamConfig {
   PositionMode positions = PositionMode::reindexed;
   RopeConfig rope;
   PolicyConfig policy;
+  /// Floats of observer state kept per token and moved with it (a SinkDetector needs
+  /// SinkDetector::state_floats()); zero-initialised when the token arrives.
+  std::uint32_t token_state_floats = 0;
 
   PageLayout layout() const { return {page_tokens, n_kv_heads, head_dim, dtype}; }
 };
@@ -112,6 +115,16 @@ class StreamCache {
   void read_key(std::uint32_t layer, std::uint32_t index, std::uint32_t kv_head, std::span<float> out) const;
   /// Value of cache index `index`, `kv_head`, as f32.
   void read_value(std::uint32_t layer, std::uint32_t index, std::uint32_t kv_head, std::span<float> out) const;
+
+  /// Mutable observer data of one kept token: its score, sink_heads and state row. Pointers stay
+  /// valid until the next begin(). Policies read these at the next begin().
+  struct Observed {
+    float* score;
+    std::uint16_t* sink_heads;
+    std::span<float> state;  ///< token_state_floats floats
+    std::int64_t pos;        ///< original position (read-only)
+  };
+  Observed observed(std::uint32_t index);
 
   /// Adds `mass[i]` to the score of cache index i (attention received; used by h2o and the
   /// sink detector). `mass.size()` must equal n_kept().

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "kvcache/error.h"
+#include "kvcache/stream/row_ring.h"
 #include "kvcache/stream/stream_plan.h"
 
 namespace kvcache {
@@ -56,6 +57,8 @@ struct StreamCache::State {
   std::vector<LayerPages> layers;
   std::vector<TokenMeta> pinned;   // pinned tokens, cache order (= original order)
   std::deque<TokenMeta> window;    // window tokens, cache order (consecutive positions)
+  std::vector<float> pinned_state; // observer state rows of pinned tokens
+  detail::RowRing window_state;    // observer state rows of window tokens
   std::uint32_t front = 0;         // slot of window[0] in layers[*].window.front()
   std::uint64_t seen = 0;          // tokens ever admitted
   std::uint64_t evicted = 0;       // tokens dropped
@@ -166,6 +169,7 @@ StreamCache::StreamCache(std::shared_ptr<PagePool> pool, const StreamConfig& con
   s.layout = config.layout();
   s.layers.resize(config.n_layers);
   s.written.assign(config.n_layers, 1);
+  s.window_state = detail::RowRing(config.token_state_floats);
   s.row.resize(config.head_dim);
 }
 
@@ -227,6 +231,9 @@ void StreamCache::begin(std::span<const std::int32_t> token_ids) {
         }
       }
       s.pinned.erase(s.pinned.begin() + op.release_index);
+      const std::size_t w = s.config.token_state_floats;
+      s.pinned_state.erase(s.pinned_state.begin() + static_cast<std::ptrdiff_t>(op.release_index * w),
+                           s.pinned_state.begin() + static_cast<std::ptrdiff_t>((op.release_index + 1) * w));
       ++s.evicted;
     }
     if (op.pin != PinReason::none) {
@@ -240,12 +247,15 @@ void StreamCache::begin(std::span<const std::int32_t> token_ids) {
       }
       s.pinned.push_back(leaving);
       s.pinned.back().pin = op.pin;
+      const std::span<const float> row = s.window_state.row(k);
+      s.pinned_state.insert(s.pinned_state.end(), row.begin(), row.end());
     } else {
       ++s.evicted;
     }
     ++k;
   }
   for (std::uint32_t i = 0; i < k; ++i) s.window.pop_front();
+  s.window_state.pop_front(k);
 
   // Window ring: emptied front pages are recycled for growth, the rest go back to the pool.
   std::vector<PageId> recycled;
@@ -281,8 +291,10 @@ void StreamCache::begin(std::span<const std::int32_t> token_ids) {
     if (i < plan.arrival_pins) {
       m.pin = s.policy->on_arrival(m.pos);
       s.pinned.push_back(m);
+      s.pinned_state.resize(s.pinned_state.size() + s.config.token_state_floats, 0.f);
     } else {
       s.window.push_back(m);
+      s.window_state.push_back_zero();
     }
   }
   assert(s.pinned.size() == plan.pinned_final && s.window.size() == plan.window_final);
@@ -421,6 +433,20 @@ void StreamCache::read_value(std::uint32_t layer, std::uint32_t index, std::uint
   const State& s = *state_;
   const auto [page, slot] = s.locate(layer, index);
   s.load(s.v_row(page, slot, kv_head), out.data());
+}
+
+StreamCache::Observed StreamCache::observed(std::uint32_t index) {
+  check_alive(state_.get());
+  State& s = *state_;
+  if (index >= s.n_kept()) throw InvalidArgument("StreamCache::observed: index out of range");
+  const std::size_t w = s.config.token_state_floats;
+  if (index < s.pinned.size()) {
+    TokenMeta& m = s.pinned[index];
+    return {&m.score, &m.sink_heads, std::span<float>(s.pinned_state.data() + index * w, w), m.pos};
+  }
+  const std::uint32_t wi = index - static_cast<std::uint32_t>(s.pinned.size());
+  TokenMeta& m = s.window[wi];
+  return {&m.score, &m.sink_heads, s.window_state.row(wi), m.pos};
 }
 
 void StreamCache::add_scores(std::span<const float> mass) {

@@ -1,0 +1,74 @@
+#include "kvcache/sink_detector.h"
+
+#include <cmath>
+#include <string>
+
+#include "kvcache/error.h"
+
+namespace kvcache {
+
+SinkDetector::SinkDetector(std::uint32_t n_layers, std::uint32_t n_heads, SinkDetectorOptions options)
+    : n_layers_(n_layers), n_heads_(n_heads), options_(options) {
+  if (n_layers == 0 || n_heads == 0) throw InvalidArgument("SinkDetector: n_layers and n_heads must be > 0");
+  if (std::uint64_t{n_layers} * n_heads > 0xffff) {
+    throw InvalidArgument("SinkDetector: n_layers x n_heads must be <= 65535 (sink_heads is 16-bit)");
+  }
+  if (!(options.alpha > 1.f) || !std::isfinite(options.alpha)) {
+    throw InvalidArgument("SinkDetector: alpha must be a finite number > 1 (got " + std::to_string(options.alpha) + ")");
+  }
+  if (!(options.decay > 0.f && options.decay < 1.f)) {
+    throw InvalidArgument("SinkDetector: decay must be in (0, 1) (got " + std::to_string(options.decay) + ")");
+  }
+}
+
+float SinkDetector::corrected(float ema, std::int64_t n_queries) const {
+  const double bias = 1.0 - std::pow(double{options_.decay}, static_cast<double>(std::max<std::int64_t>(n_queries, 1)));
+  return static_cast<float>(ema / bias);
+}
+
+void SinkDetector::observe(StreamCache& cache, std::uint32_t layer, std::span<const float> mass) const {
+  const std::uint32_t n = cache.n_kept();
+  if (layer >= n_layers_) throw InvalidArgument("SinkDetector::observe: layer out of range");
+  if (mass.size() != std::size_t{n_heads_} * n) {
+    throw InvalidArgument("SinkDetector::observe: mass must hold n_heads x n_kept = " +
+                          std::to_string(std::size_t{n_heads_} * n) + " floats, got " + std::to_string(mass.size()));
+  }
+  if (cache.config().token_state_floats < state_floats()) {
+    throw InvalidArgument("SinkDetector::observe: the cache keeps " +
+                          std::to_string(cache.config().token_state_floats) + " state floats per token, the detector needs " +
+                          std::to_string(state_floats()));
+  }
+  const std::int64_t query_pos = static_cast<std::int64_t>(cache.stats().tokens_seen) - 1;
+  const float keep = options_.decay, take = 1.f - options_.decay;
+  const float uniform_scale = static_cast<float>(n);
+  for (std::uint32_t j = 0; j < n; ++j) {
+    StreamCache::Observed o = cache.observed(j);
+    float* ema = o.state.data() + std::size_t{layer} * n_heads_;
+    float* layer_count = o.state.data() + std::size_t{n_layers_} * n_heads_ + layer;
+    // Compare the raw EMA with alpha scaled by the bias term: one pow per token, not per head.
+    const float threshold = options_.alpha / corrected(1.f, query_pos - o.pos + 1);
+    float mass_sum = 0.f;
+    std::uint32_t sinks_here = 0;
+    for (std::uint32_t h = 0; h < n_heads_; ++h) {
+      const float p = mass[std::size_t{h} * n + j];
+      mass_sum += p;
+      ema[h] = keep * ema[h] + take * p * uniform_scale;
+      if (ema[h] > threshold) ++sinks_here;
+    }
+    *o.score += mass_sum;
+    const auto before = static_cast<std::uint32_t>(*layer_count);
+    *layer_count = static_cast<float>(sinks_here);
+    const std::uint32_t total = *o.sink_heads - before + sinks_here;
+    *o.sink_heads = static_cast<std::uint16_t>(std::min<std::uint32_t>(total, 0xffff));
+  }
+}
+
+bool SinkDetector::is_sink(StreamCache& cache, std::uint32_t index, std::uint32_t layer, std::uint32_t head) const {
+  if (layer >= n_layers_ || head >= n_heads_) throw InvalidArgument("SinkDetector::is_sink: layer or head out of range");
+  StreamCache::Observed o = cache.observed(index);
+  if (o.state.size() < state_floats()) throw InvalidArgument("SinkDetector::is_sink: cache keeps too little token state");
+  const std::int64_t n_queries = static_cast<std::int64_t>(cache.stats().tokens_seen) - o.pos;
+  return corrected(o.state[std::size_t{layer} * n_heads_ + head], n_queries) > options_.alpha;
+}
+
+}  // namespace kvcache

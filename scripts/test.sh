@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what is missing, then builds and runs the whole test suite three ways:
+#   1. Release with -Werror (every test),
+#   2. ASan + UBSan (every test),
+#   3. TSan (the tests that run threads).
+# Usage: bash scripts/test.sh            (from anywhere)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install_deps.sh
+jobs=$(nproc)
+for preset in ci asan tsan; do
+  echo "=== $preset: configure and build ===" >&2
+  cmake --preset "$preset" >/dev/null
+  cmake --build --preset "$preset" -j "$jobs"
+done
+echo "=== ci: tests ===" >&2
+ctest --preset ci -j "$jobs"
+echo "=== asan: tests ===" >&2
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --preset asan -j "$jobs"
+echo "=== tsan: threaded tests ===" >&2
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ctest --preset tsan -j "$jobs" -R "concurrent|threads"
