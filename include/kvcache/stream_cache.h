@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <span>
 #include <vector>
@@ -131,6 +132,19 @@ class StreamCache {
   void add_scores(std::span<const float> mass);
   /// Sets sink_heads of cache index i to `heads[i]` (from a SinkDetector). Size must be n_kept().
   void set_sink_heads(std::span<const std::uint16_t> heads);
+
+  /// Writes the stream (K/V of every kept token, metadata, observer/detector state, counters) to
+  /// `path` atomically: a temporary file beside it is written, fsynced and renamed over `path`,
+  /// then the directory is fsynced. Format (little-endian): magic "KVCSNAP", version, the full
+  /// StreamConfig, counters, per-token metadata and state, K/V rows, FNV-1a-64 checksum.
+  /// Requires every layer appended. Throws InvalidArgument (pending tokens) or Error (I/O; the
+  /// temporary file is removed and `path` is left as it was).
+  void save(const std::filesystem::path& path) const;
+  /// Replaces this stream's contents with the snapshot at `path`, whose configuration must equal
+  /// this stream's. Throws FormatError naming the file and what is wrong (missing, truncated,
+  /// bad magic/version/checksum, a config field that differs, inconsistent metadata) or
+  /// PoolExhausted; on any error this stream is unchanged.
+  void restore(const std::filesystem::path& path);
 
   const StreamConfig& config() const noexcept;
   const Policy& policy() const noexcept;

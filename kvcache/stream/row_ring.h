@@ -34,6 +34,11 @@ class RowRing {
     if (width_ == 0) return {};
     return {data_.data() + ((head_ + i) % capacity()) * width_, width_};
   }
+  std::span<const float> row(std::size_t i) const {
+    assert(i < size_);
+    if (width_ == 0) return {};
+    return {data_.data() + ((head_ + i) % capacity()) * width_, width_};
+  }
 
  private:
   std::size_t capacity() const { return width_ == 0 ? 0 : data_.size() / width_; }

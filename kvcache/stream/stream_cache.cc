@@ -8,136 +8,11 @@
 #include <string>
 
 #include "kvcache/error.h"
-#include "kvcache/stream/row_ring.h"
 #include "kvcache/stream/stream_plan.h"
+#include "kvcache/stream/stream_state.h"
 
 namespace kvcache {
 
-namespace {
-
-// Page ids of one layer.
-struct LayerPages {
-  std::vector<PageId> pinned;  // pinned slot i lives in pinned[i / P] at slot i % P
-  std::deque<PageId> window;   // window token w lives at ring slot (front + w)
-};
-
-// Pages taken from the pool for one begin(), returned to it unless consumed.
-class PageBatch {
- public:
-  explicit PageBatch(PagePool& pool) : pool_(pool) {}
-  ~PageBatch() {
-    for (PageId id : ids_) pool_.release(id);
-  }
-  PageBatch(const PageBatch&) = delete;
-  PageBatch& operator=(const PageBatch&) = delete;
-  void acquire(std::size_t n) {
-    ids_.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) ids_.push_back(pool_.allocate());  // throws PoolExhausted
-  }
-  PageId take() {
-    assert(!ids_.empty());
-    const PageId id = ids_.back();
-    ids_.pop_back();
-    return id;
-  }
-  bool empty() const { return ids_.empty(); }
-
- private:
-  PagePool& pool_;
-  std::vector<PageId> ids_;
-};
-
-}  // namespace
-
-struct StreamCache::State {
-  std::shared_ptr<PagePool> pool;
-  StreamConfig config;
-  PageLayout layout;
-  std::unique_ptr<Policy> policy;
-  std::vector<LayerPages> layers;
-  std::vector<TokenMeta> pinned;   // pinned tokens, cache order (= original order)
-  std::deque<TokenMeta> window;    // window tokens, cache order (consecutive positions)
-  std::vector<float> pinned_state; // observer state rows of pinned tokens
-  detail::RowRing window_state;    // observer state rows of window tokens
-  std::uint32_t front = 0;         // slot of window[0] in layers[*].window.front()
-  std::uint64_t seen = 0;          // tokens ever admitted
-  std::uint64_t evicted = 0;       // tokens dropped
-  std::uint32_t pending_pinned = 0;  // pending tokens at the end of `pinned`
-  std::uint32_t pending_window = 0;  // pending tokens at the end of `window`
-  std::vector<std::uint8_t> written;  // per layer: pending tokens' K/V written
-  std::size_t peak_bytes = 0;
-  std::vector<float> row;  // scratch: one head row
-
-  std::uint32_t P() const { return layout.page_tokens; }
-  std::uint32_t n_kept() const { return static_cast<std::uint32_t>(pinned.size() + window.size()); }
-  bool reindexed() const { return config.positions == PositionMode::reindexed; }
-
-  // Page and slot of cache index `i` in layer `il`.
-  std::pair<PageId, std::uint32_t> locate(std::uint32_t il, std::uint32_t i) const {
-    const LayerPages& lp = layers[il];
-    if (i < pinned.size()) return {lp.pinned[i / P()], i % P()};
-    const std::uint32_t g = front + (i - static_cast<std::uint32_t>(pinned.size()));
-    return {lp.window[g / P()], g % P()};
-  }
-  // Position a stored key was rotated by.
-  std::int64_t stored_pos(std::uint32_t i) const {
-    if (i < pinned.size()) return reindexed() ? std::int64_t{i} : pinned[i].pos;
-    return window[i - pinned.size()].pos;
-  }
-  std::int64_t cache_pos(std::uint32_t i) const {
-    if (!reindexed()) return i < pinned.size() ? pinned[i].pos : window[i - pinned.size()].pos;
-    return i;
-  }
-  std::byte* k_row(PageId page, std::uint32_t slot, std::uint32_t h) const {
-    return pool->data(page) + layout.k_offset(h, slot);
-  }
-  std::byte* v_row(PageId page, std::uint32_t slot, std::uint32_t h) const {
-    return pool->data(page) + layout.v_offset(h, slot);
-  }
-  void load(const std::byte* src, float* dst) const {
-    if (layout.dtype == DType::f32) {
-      std::memcpy(dst, src, std::size_t{layout.head_dim} * 4);
-    } else {
-      const auto* h = reinterpret_cast<const std::uint16_t*>(src);
-      convert_f16_to_f32({h, layout.head_dim}, {dst, layout.head_dim});
-    }
-  }
-  void store(const float* src, std::byte* dst) const {
-    if (layout.dtype == DType::f32) {
-      std::memcpy(dst, src, std::size_t{layout.head_dim} * 4);
-    } else {
-      auto* h = reinterpret_cast<std::uint16_t*>(dst);
-      convert_f32_to_f16({src, layout.head_dim}, {h, layout.head_dim});
-    }
-  }
-  // Copies one token's K and V rows between slots, re-rotating K by `shift` positions.
-  void move_token(PageId from, std::uint32_t from_slot, PageId to, std::uint32_t to_slot,
-                  std::int64_t shift) {
-    const std::size_t row_bytes = std::size_t{layout.head_dim} * dtype_bytes(layout.dtype);
-    for (std::uint32_t h = 0; h < layout.n_kv_heads; ++h) {
-      if (shift == 0 || config.rope.style == RopeStyle::none) {
-        std::memmove(k_row(to, to_slot, h), k_row(from, from_slot, h), row_bytes);
-      } else {
-        load(k_row(from, from_slot, h), row.data());
-        rope_rotate(config.rope, layout.head_dim, static_cast<double>(shift), row);
-        store(row.data(), k_row(to, to_slot, h));
-      }
-      std::memmove(v_row(to, to_slot, h), v_row(from, from_slot, h), row_bytes);
-    }
-  }
-  std::size_t pages_held() const {
-    if (layers.empty()) return 0;
-    return layers.size() * (layers[0].pinned.size() + layers[0].window.size());
-  }
-  void release_all() {
-    for (LayerPages& lp : layers) {
-      for (PageId id : lp.pinned) pool->release(id);
-      for (PageId id : lp.window) pool->release(id);
-      lp.pinned.clear();
-      lp.window.clear();
-    }
-  }
-};
 
 namespace {
 
@@ -208,7 +83,7 @@ void StreamCache::begin(std::span<const std::int32_t> token_ids) {
   shape.pinned_pages = static_cast<std::uint32_t>(s.layers[0].pinned.size());
   shape.next_pos = static_cast<std::int64_t>(s.seen);
   const detail::AdmitPlan plan = detail::plan_admit(*s.policy, shape, s.pinned, s.window, n_new);
-  PageBatch fresh(*s.pool);
+  detail::PageBatch fresh(*s.pool);
   fresh.acquire(std::size_t{plan.pool_pages_per_layer()} * s.layers.size());
   s.pending_pinned = 0;  // the earlier batch is complete (checked above); nothing can throw below
   s.pending_window = 0;
@@ -216,7 +91,7 @@ void StreamCache::begin(std::span<const std::int32_t> token_ids) {
   // Apply: leave decisions in order, reading old window slots before any page is dropped.
   const std::uint32_t P = s.P();
   for (std::uint32_t il = 0; il < s.layers.size(); ++il) {
-    LayerPages& lp = s.layers[il];
+    detail::LayerPages& lp = s.layers[il];
     for (std::uint32_t p = 0; p < plan.pinned_pages_new; ++p) lp.pinned.push_back(fresh.take());
   }
   std::uint32_t k = 0;
@@ -226,7 +101,7 @@ void StreamCache::begin(std::span<const std::int32_t> token_ids) {
       const std::int64_t shift = s.reindexed() ? -1 : 0;
       for (std::uint32_t i = op.release_index + 1; i < s.pinned.size(); ++i) {
         for (std::uint32_t il = 0; il < s.layers.size(); ++il) {
-          const LayerPages& lp = s.layers[il];
+          const detail::LayerPages& lp = s.layers[il];
           s.move_token(lp.pinned[i / P], i % P, lp.pinned[(i - 1) / P], (i - 1) % P, shift);
         }
       }
@@ -242,7 +117,7 @@ void StreamCache::begin(std::span<const std::int32_t> token_ids) {
       const std::int64_t shift = s.reindexed() ? std::int64_t{j} - leaving.pos : 0;
       const std::uint32_t g = s.front + k;
       for (std::uint32_t il = 0; il < s.layers.size(); ++il) {
-        const LayerPages& lp = s.layers[il];
+        const detail::LayerPages& lp = s.layers[il];
         s.move_token(lp.window[g / P], g % P, lp.pinned[j / P], j % P, shift);
       }
       s.pinned.push_back(leaving);
@@ -259,7 +134,7 @@ void StreamCache::begin(std::span<const std::int32_t> token_ids) {
 
   // Window ring: emptied front pages are recycled for growth, the rest go back to the pool.
   std::vector<PageId> recycled;
-  for (LayerPages& lp : s.layers) {
+  for (detail::LayerPages& lp : s.layers) {
     for (std::uint32_t p = 0; p < plan.window_pages_dropped; ++p) {
       recycled.push_back(lp.window.front());
       lp.window.pop_front();
@@ -269,7 +144,7 @@ void StreamCache::begin(std::span<const std::int32_t> token_ids) {
       lp.pinned.pop_back();
     }
   }
-  for (LayerPages& lp : s.layers) {
+  for (detail::LayerPages& lp : s.layers) {
     for (std::uint32_t p = 0; p < plan.window_pages_grown; ++p) {
       if (!recycled.empty()) {
         lp.window.push_back(recycled.back());
@@ -380,7 +255,7 @@ void StreamCache::layer_spans(std::uint32_t layer, std::vector<KvSpan>& out) con
   const State& s = *state_;
   if (layer >= s.layers.size()) throw InvalidArgument("StreamCache::layer_spans: layer out of range");
   out.clear();
-  const LayerPages& lp = s.layers[layer];
+  const detail::LayerPages& lp = s.layers[layer];
   const std::uint32_t P = s.P();
   const auto n_pinned = static_cast<std::uint32_t>(s.pinned.size());
   for (std::uint32_t i = 0; i < n_pinned; i += P) {

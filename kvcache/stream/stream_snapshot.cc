@@ -1,0 +1,308 @@
+// StreamCache::save / restore: a self-checking binary snapshot of one stream.
+//
+// Layout (all little-endian, no padding):
+//   char[8] "KVCSNAP\0" | u32 version (1) | u32 reserved (0)
+//   config: u32 n_layers, n_kv_heads, head_dim, page_tokens | u8 dtype, positions, rope style,
+//           policy kind | f64 rope theta | u32 budget, sinks, hidden_sinks, heavy |
+//           u16 min_sink_heads | u32 token_state_floats
+//   counters: u64 tokens seen, tokens evicted, peak bytes | u32 n_pinned, n_window
+//   per kept token (cache order): i64 pos, i32 token, f32 score, u16 sink_heads, u8 pin reason
+//   per kept token: token_state_floats f32
+//   per layer, per kept token, per KV head: K row, V row (head_dim elements of the dtype; K as
+//           stored, i.e. rotated by the token's stored position, so no re-rotation on restore)
+//   u64 FNV-1a over every byte before it
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <string>
+
+#include "kvcache/error.h"
+#include "kvcache/stream/stream_state.h"
+
+namespace kvcache {
+namespace {
+
+constexpr char kMagic[8] = {'K', 'V', 'C', 'S', 'N', 'A', 'P', '\0'};
+constexpr std::uint32_t kVersion = 1;
+constexpr std::size_t kMetaBytes = 8 + 4 + 4 + 2 + 1;
+
+std::uint64_t fnv1a(const std::byte* data, std::size_t n) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (std::size_t i = 0; i < n; ++i) {
+    h ^= static_cast<std::uint8_t>(data[i]);
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+class Writer {
+ public:
+  template <class T>
+  void put(T v) {
+    const auto* p = reinterpret_cast<const std::byte*>(&v);
+    buf.insert(buf.end(), p, p + sizeof v);
+  }
+  void bytes(const std::byte* p, std::size_t n) { buf.insert(buf.end(), p, p + n); }
+  std::vector<std::byte> buf;
+};
+
+// Bounds-checked reader: every read names the field, so errors say what was cut off.
+class Reader {
+ public:
+  Reader(const std::vector<std::byte>& data, std::size_t end, std::string file)
+      : data_(data), end_(end), file_(std::move(file)) {}
+  template <class T>
+  T get(const char* field) {
+    T v;
+    std::memcpy(&v, need(sizeof v, field), sizeof v);
+    return v;
+  }
+  const std::byte* need(std::size_t n, const char* field) {
+    if (end_ - pos_ < n) fail(std::string("truncated at ") + field);
+    const std::byte* p = data_.data() + pos_;
+    pos_ += n;
+    return p;
+  }
+  [[noreturn]] void fail(const std::string& what) const {
+    throw FormatError("snapshot " + file_ + ": " + what + " (offset " + std::to_string(pos_) + ")");
+  }
+  std::size_t remaining() const { return end_ - pos_; }
+
+ private:
+  const std::vector<std::byte>& data_;
+  std::size_t end_;
+  std::size_t pos_ = 0;
+  std::string file_;
+};
+
+void write_config(Writer& w, const StreamConfig& c) {
+  w.put(c.n_layers);
+  w.put(c.n_kv_heads);
+  w.put(c.head_dim);
+  w.put(c.page_tokens);
+  w.put(static_cast<std::uint8_t>(c.dtype));
+  w.put(static_cast<std::uint8_t>(c.positions));
+  w.put(static_cast<std::uint8_t>(c.rope.style));
+  w.put(static_cast<std::uint8_t>(c.policy.kind));
+  w.put(c.rope.theta);
+  w.put(c.policy.budget);
+  w.put(c.policy.sinks);
+  w.put(c.policy.hidden_sinks);
+  w.put(c.policy.heavy);
+  w.put(c.policy.min_sink_heads);
+  w.put(c.token_state_floats);
+}
+
+// Reads the config and checks it field by field against `want`.
+void check_config(Reader& r, const StreamConfig& want) {
+  auto same = [&](auto got, auto expected, const char* field) {
+    if (got != expected) {
+      r.fail(std::string("was taken with a different ") + field + " (" + std::to_string(+got) + ", this stream has " +
+             std::to_string(+expected) + ")");
+    }
+  };
+  same(r.get<std::uint32_t>("n_layers"), want.n_layers, "n_layers");
+  same(r.get<std::uint32_t>("n_kv_heads"), want.n_kv_heads, "n_kv_heads");
+  same(r.get<std::uint32_t>("head_dim"), want.head_dim, "head_dim");
+  same(r.get<std::uint32_t>("page_tokens"), want.page_tokens, "page_tokens");
+  same(r.get<std::uint8_t>("dtype"), static_cast<std::uint8_t>(want.dtype), "dtype");
+  same(r.get<std::uint8_t>("positions"), static_cast<std::uint8_t>(want.positions), "position mode");
+  same(r.get<std::uint8_t>("rope style"), static_cast<std::uint8_t>(want.rope.style), "rope style");
+  same(r.get<std::uint8_t>("policy"), static_cast<std::uint8_t>(want.policy.kind), "policy");
+  same(r.get<double>("rope theta"), want.rope.theta, "rope theta");
+  same(r.get<std::uint32_t>("budget"), want.policy.budget, "budget");
+  same(r.get<std::uint32_t>("sinks"), want.policy.sinks, "sinks");
+  same(r.get<std::uint32_t>("hidden_sinks"), want.policy.hidden_sinks, "hidden_sinks");
+  same(r.get<std::uint32_t>("heavy"), want.policy.heavy, "heavy");
+  same(r.get<std::uint16_t>("min_sink_heads"), want.policy.min_sink_heads, "min_sink_heads");
+  same(r.get<std::uint32_t>("token_state_floats"), want.token_state_floats, "token_state_floats");
+}
+
+void write_all(int fd, const std::vector<std::byte>& buf, const std::string& name) {
+  std::size_t done = 0;
+  while (done < buf.size()) {
+    const ssize_t n = ::write(fd, buf.data() + done, buf.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw Error("snapshot " + name + ": write failed: " + std::strerror(errno));
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+}  // namespace
+
+void StreamCache::save(const std::filesystem::path& path) const {
+  if (!state_) throw InvalidArgument("StreamCache: used after being moved from");
+  const State& s = *state_;
+  for (std::uint8_t w : s.written) {
+    if (!w) throw InvalidArgument("StreamCache::save: pending tokens are not appended in every layer");
+  }
+  Writer w;
+  w.bytes(reinterpret_cast<const std::byte*>(kMagic), sizeof kMagic);
+  w.put(kVersion);
+  w.put(std::uint32_t{0});
+  write_config(w, s.config);
+  w.put(std::uint64_t{s.seen});
+  w.put(std::uint64_t{s.evicted});
+  w.put(std::uint64_t{s.peak_bytes});
+  w.put(static_cast<std::uint32_t>(s.pinned.size()));
+  w.put(static_cast<std::uint32_t>(s.window.size()));
+  const std::uint32_t n = s.n_kept();
+  auto meta = [&](std::uint32_t i) -> const TokenMeta& {
+    return i < s.pinned.size() ? s.pinned[i] : s.window[i - s.pinned.size()];
+  };
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const TokenMeta& m = meta(i);
+    w.put(m.pos);
+    w.put(m.token);
+    w.put(m.score);
+    w.put(m.sink_heads);
+    w.put(static_cast<std::uint8_t>(m.pin));
+  }
+  const std::size_t sw = s.config.token_state_floats;
+  w.bytes(reinterpret_cast<const std::byte*>(s.pinned_state.data()), s.pinned_state.size() * sizeof(float));
+  for (std::size_t i = 0; i < s.window.size() && sw > 0; ++i) {
+    const std::span<const float> row = s.window_state.row(i);
+    w.bytes(reinterpret_cast<const std::byte*>(row.data()), sw * sizeof(float));
+  }
+  const std::size_t row_bytes = std::size_t{s.layout.head_dim} * dtype_bytes(s.layout.dtype);
+  for (std::uint32_t il = 0; il < s.layers.size(); ++il) {
+    for (std::uint32_t i = 0; i < n; ++i) {
+      const auto [page, slot] = s.locate(il, i);
+      for (std::uint32_t h = 0; h < s.layout.n_kv_heads; ++h) {
+        w.bytes(s.k_row(page, slot, h), row_bytes);
+        w.bytes(s.v_row(page, slot, h), row_bytes);
+      }
+    }
+  }
+  w.put(fnv1a(w.buf.data(), w.buf.size()));
+
+  // Temporary file beside the target, so the rename is atomic on the same file system.
+  const std::string name = path.string();
+  const std::string tmp = name + ".tmp." + std::to_string(std::random_device{}());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error("snapshot " + name + ": cannot create " + tmp + ": " + std::strerror(errno));
+  try {
+    write_all(fd, w.buf, name);
+    if (::fsync(fd) != 0) throw Error("snapshot " + name + ": fsync failed: " + std::strerror(errno));
+  } catch (...) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), name.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw Error("snapshot " + name + ": rename failed: " + std::strerror(err));
+  }
+  const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {  // make the rename durable; a file system without directory fsync is not an error
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+void StreamCache::restore(const std::filesystem::path& path) {
+  if (!state_) throw InvalidArgument("StreamCache: used after being moved from");
+  const std::string name = path.string();
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw FormatError("snapshot " + name + ": cannot open: " + std::strerror(errno));
+  std::vector<std::byte> data;
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  if (size < 0) throw FormatError("snapshot " + name + ": cannot read its size");
+  in.seekg(0);
+  data.resize(static_cast<std::size_t>(size));
+  if (!in.read(reinterpret_cast<char*>(data.data()), size)) throw FormatError("snapshot " + name + ": read failed");
+
+  if (data.size() < sizeof kMagic + 8 + 8) throw FormatError("snapshot " + name + ": truncated (" + std::to_string(data.size()) + " bytes)");
+  if (std::memcmp(data.data(), kMagic, sizeof kMagic) != 0) throw FormatError("snapshot " + name + ": not a kvcache snapshot (bad magic)");
+  Reader r(data, data.size() - 8, name);
+  r.need(sizeof kMagic, "magic");
+  const auto version = r.get<std::uint32_t>("version");
+  if (version != kVersion) r.fail("unsupported version " + std::to_string(version) + " (this build reads 1)");
+  std::uint64_t stored_sum;
+  std::memcpy(&stored_sum, data.data() + data.size() - 8, 8);
+  if (stored_sum != fnv1a(data.data(), data.size() - 8)) {
+    throw FormatError("snapshot " + name + ": checksum mismatch (corrupted or truncated)");
+  }
+  r.get<std::uint32_t>("reserved");
+  const StreamConfig& cfg = state_->config;
+  check_config(r, cfg);
+
+  // Build the restored stream on the side; swap it in only when complete.
+  StreamCache fresh(state_->pool, cfg);
+  State& s = *fresh.state_;
+  s.seen = r.get<std::uint64_t>("tokens seen");
+  s.evicted = r.get<std::uint64_t>("tokens evicted");
+  s.peak_bytes = r.get<std::uint64_t>("peak bytes");
+  const auto n_pinned = r.get<std::uint32_t>("n_pinned");
+  const auto n_window = r.get<std::uint32_t>("n_window");
+  const std::uint64_t n = std::uint64_t{n_pinned} + n_window;
+  if (n > s.policy->budget() || n > s.seen) r.fail("holds " + std::to_string(n) + " tokens, more than its budget or tokens seen");
+  const std::size_t sw = cfg.token_state_floats;
+  const std::size_t row_bytes = std::size_t{cfg.head_dim} * dtype_bytes(cfg.dtype);
+  // Sizes are bounded by the budget and validated config, so these products cannot overflow.
+  const std::size_t need = n * (kMetaBytes + sw * sizeof(float)) + n * cfg.n_layers * cfg.n_kv_heads * 2 * row_bytes;
+  if (r.remaining() != need) {
+    r.fail("body is " + std::to_string(r.remaining()) + " bytes, the header implies " + std::to_string(need));
+  }
+  for (std::uint64_t i = 0; i < n; ++i) {
+    TokenMeta m;
+    m.pos = r.get<std::int64_t>("token position");
+    m.token = r.get<std::int32_t>("token id");
+    m.score = r.get<float>("token score");
+    m.sink_heads = r.get<std::uint16_t>("token sink_heads");
+    const auto pin = r.get<std::uint8_t>("token pin reason");
+    if (pin > static_cast<std::uint8_t>(PinReason::heavy_hitter)) r.fail("bad pin reason " + std::to_string(pin));
+    m.pin = static_cast<PinReason>(pin);
+    const bool pinned = i < n_pinned;
+    if (pinned == (m.pin == PinReason::none)) r.fail("token " + std::to_string(i) + " pin reason does not match its region");
+    if (m.pos < 0 || static_cast<std::uint64_t>(m.pos) >= s.seen) r.fail("token position out of range");
+    const TokenMeta* prev = i == 0 ? nullptr : (i - 1 < n_pinned ? &s.pinned.back() : &s.window.back());
+    if (prev != nullptr && m.pos <= prev->pos) r.fail("token positions are not increasing");
+    if (!pinned && i > n_pinned && m.pos != prev->pos + 1) r.fail("window positions are not consecutive");
+    if (!std::isfinite(m.score)) r.fail("token score is not finite");
+    if (pinned) {
+      s.pinned.push_back(m);
+    } else {
+      s.window.push_back(m);
+    }
+  }
+  s.pinned_state.resize(std::size_t{n_pinned} * sw);
+  std::memcpy(s.pinned_state.data(), r.need(s.pinned_state.size() * sizeof(float), "pinned state"),
+              s.pinned_state.size() * sizeof(float));
+  for (std::uint32_t i = 0; i < n_window; ++i) {
+    s.window_state.push_back_zero();
+    const std::byte* src = r.need(sw * sizeof(float), "window state");
+    if (sw > 0) std::memcpy(s.window_state.row(i).data(), src, sw * sizeof(float));
+  }
+  const std::uint32_t P = s.P();
+  const std::size_t pages_per_layer = (n_pinned + P - 1) / P + (n_window + P - 1) / P;
+  detail::PageBatch batch(*s.pool);
+  batch.acquire(pages_per_layer * s.layers.size());
+  for (detail::LayerPages& lp : s.layers) {
+    for (std::uint32_t i = 0; i < (n_pinned + P - 1) / P; ++i) lp.pinned.push_back(batch.take());
+    for (std::uint32_t i = 0; i < (n_window + P - 1) / P; ++i) lp.window.push_back(batch.take());
+  }
+  s.front = 0;
+  for (std::uint32_t il = 0; il < s.layers.size(); ++il) {
+    for (std::uint32_t i = 0; i < n; ++i) {
+      const auto [page, slot] = s.locate(il, i);
+      for (std::uint32_t h = 0; h < cfg.n_kv_heads; ++h) {
+        std::memcpy(s.k_row(page, slot, h), r.need(row_bytes, "K rows"), row_bytes);
+        std::memcpy(s.v_row(page, slot, h), r.need(row_bytes, "V rows"), row_bytes);
+      }
+    }
+  }
+  s.peak_bytes = std::max(s.peak_bytes, s.pages_held() * s.pool->page_bytes());
+  *this = std::move(fresh);
+}
+
+}  // namespace kvcache

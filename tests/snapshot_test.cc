@@ -1,0 +1,130 @@
+// Snapshot round trip and corruption handling.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "kvcache/attention.h"
+#include "kvcache/error.h"
+#include "kvcache/sink_detector.h"
+#include "tests/test_support.h"
+
+using namespace kvcache;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::uint32_t kHeads = 4;
+
+struct TempDir {
+  fs::path path = fs::temp_directory_path() / ("kvcache_snapshot_" + std::to_string(std::random_device{}()));
+  TempDir() { fs::create_directories(path); }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+StreamConfig config(const SinkDetector& d, DType dt) {
+  return StreamConfig{2, 2, 8, 4, dt, PositionMode::reindexed, {}, PolicyConfig::hidden(4, 3, 20, 1), d.state_floats()};
+}
+
+// One decode step: append, attend every layer, feed the detector; returns the outputs.
+std::vector<float> step(StreamCache& s, const SinkDetector& d) {
+  kvtest::push_token(s);
+  std::vector<float> all;
+  const auto t = static_cast<std::uint64_t>(s.stats().tokens_seen);
+  for (std::uint32_t il = 0; il < 2; ++il) {
+    std::vector<float> q(kHeads * 8), out(q.size()), mass(kHeads * s.n_kept());
+    for (std::size_t i = 0; i < q.size(); ++i) q[i] = 3.f * kvtest::synth(7, il, t, i, 0);
+    attend_reference(s, il, q, out, mass, AttendOptions{kHeads});
+    d.observe(s, il, mass);
+    all.insert(all.end(), out.begin(), out.end());
+  }
+  return all;
+}
+
+}  // namespace
+
+TEST_CASE("restore then continue equals never stopping") {
+  for (DType dt : {DType::f32, DType::f16}) {
+    TempDir dir;
+    SinkDetector d(2, kHeads);
+    const StreamConfig c = config(d, dt);
+    auto pool = kvtest::make_pool(c, 256);
+    StreamCache original(pool, c);
+    for (int t = 0; t < 150; ++t) step(original, d);
+    original.save(dir.path / "s.snap");
+    CHECK(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator{}) == 1);  // no temp left
+    StreamCache restored(pool, c);
+    for (int t = 0; t < 7; ++t) step(restored, d);  // some unrelated history, replaced by restore
+    restored.restore(dir.path / "s.snap");
+    CHECK(restored.stats().tokens_seen == 150);
+    CHECK(restored.n_kept() == original.n_kept());
+    for (int t = 0; t < 60; ++t) {
+      const std::vector<float> a = step(original, d), b = step(restored, d);
+      REQUIRE(a == b);
+      std::vector<std::int64_t> pa, pb;
+      for (const KeptToken& k : original.tokens()) pa.push_back(k.meta.pos);
+      for (const KeptToken& k : restored.tokens()) pb.push_back(k.meta.pos);
+      REQUIRE(pa == pb);
+    }
+  }
+}
+
+TEST_CASE("corrupted, truncated or mismatched snapshots are refused and change nothing") {
+  TempDir dir;
+  SinkDetector d(2, kHeads);
+  const StreamConfig c = config(d, DType::f32);
+  auto pool = kvtest::make_pool(c, 256);
+  StreamCache src(pool, c);
+  for (int t = 0; t < 40; ++t) step(src, d);
+  const fs::path good = dir.path / "good.snap";
+  src.save(good);
+  std::ifstream in(good, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), {});
+
+  StreamCache victim(pool, c);
+  for (int t = 0; t < 25; ++t) step(victim, d);
+  const std::vector<KeptToken> before = victim.tokens();
+  const std::size_t pages_before = pool->stats().pages_in_use;
+  auto refused = [&](const std::string& content, const char* expect) {
+    const fs::path p = dir.path / "bad.snap";
+    std::ofstream(p, std::ios::binary).write(content.data(), static_cast<std::streamsize>(content.size()));
+    std::string msg;
+    try {
+      victim.restore(p);
+    } catch (const FormatError& e) {
+      msg = e.what();
+    }
+    CAPTURE(msg);
+    CHECK(msg.find(expect) != std::string::npos);
+    CHECK(msg.find("bad.snap") != std::string::npos);
+    CHECK(victim.tokens().size() == before.size());
+    CHECK(victim.stats().tokens_seen == 25);
+    CHECK(pool->stats().pages_in_use == pages_before);
+  };
+  for (std::size_t cut : {std::size_t{0}, std::size_t{7}, std::size_t{20}, std::size_t{60}, bytes.size() / 2,
+                          bytes.size() - 9, bytes.size() - 1}) {
+    CAPTURE(cut);
+    refused(bytes.substr(0, cut), cut < 8 ? "truncated" : (cut < 24 ? "" : "checksum"));
+  }
+  std::string flipped = bytes;
+  flipped[bytes.size() / 2] ^= 0x40;
+  refused(flipped, "checksum");
+  refused("NOTASNAPxxxxxxxxxxxxxxxxxxxxxxxxx", "bad magic");
+
+  StreamConfig other = c;
+  other.policy.budget = 24;
+  StreamCache different(pool, other);
+  std::string msg;
+  try {
+    different.restore(good);
+  } catch (const FormatError& e) {
+    msg = e.what();
+  }
+  CHECK(msg.find("different budget") != std::string::npos);
+  CHECK_THROWS_AS(victim.restore(dir.path / "missing.snap"), FormatError);
+  std::int32_t id = 1;
+  victim.begin({&id, 1});
+  CHECK_THROWS_AS(victim.save(dir.path / "pending.snap"), InvalidArgument);
+  CHECK_FALSE(fs::exists(dir.path / "pending.snap"));
+}
