@@ -45,12 +45,14 @@ void prepare_attention(const StreamCache& cache, std::uint32_t layer, std::span<
   work.dtype = cfg.dtype;
   work.scale = options.scale > 0.f ? options.scale : 1.f / std::sqrt(static_cast<float>(cfg.head_dim));
 
-  std::vector<KvSpan> spans;
+  std::vector<KvSpan>& spans = work.spans;
   cache.layer_spans(layer, spans);
   // Rotate the query once per distinct rot_delta (at most a few: pinned and window).
   const std::int64_t query_pos = cache.cache_position(query_index);
-  std::vector<std::int64_t> deltas;
-  std::vector<std::size_t> span_q;
+  std::vector<std::int64_t>& deltas = work.deltas;
+  std::vector<std::size_t>& span_q = work.span_q;
+  deltas.clear();
+  span_q.clear();
   for (const KvSpan& sp : spans) {
     if (sp.kept_begin >= work.n_rows) break;
     auto it = std::find(deltas.begin(), deltas.end(), sp.rot_delta);

@@ -24,6 +24,10 @@ struct AttentionWork {
   std::vector<float> q_rotated;               // one n_heads x head_dim copy per distinct rot_delta
   std::vector<kernels::HeadBlock> blocks;     // n_kv_heads x blocks_per_head
   std::size_t blocks_per_head = 0;
+  // Scratch kept here so a reused AttentionWork allocates nothing per call.
+  std::vector<KvSpan> spans;
+  std::vector<std::int64_t> deltas;   // distinct rot_delta values
+  std::vector<std::size_t> span_q;    // per span: index into deltas
 };
 
 /// Validates the arguments (throws InvalidArgument) and fills `work`.
