@@ -8,6 +8,7 @@
 #include "kvcache/page_pool.h"
 
 #include <mimalloc.h>
+#include <sys/mman.h>
 #include <oneapi/tbb/cache_aligned_allocator.h>
 #include <oneapi/tbb/enumerable_thread_specific.h>
 
@@ -26,6 +27,9 @@ namespace kvcache {
 namespace {
 
 constexpr std::size_t kAlign = 64;
+// Arenas of at least one huge page are aligned to it and advised as huge-page backed: attention
+// walks a head's rows page after page, and with 4 KiB pages every 4 KiB costs a TLB miss.
+constexpr std::size_t kHugePage = std::size_t{2} << 20;
 constexpr std::uint32_t kNil = 0xffffffffu;  // end of the free stack
 
 // Per-page record; lives beside its arena, never moves.
@@ -35,7 +39,7 @@ struct PageSlot {
 };
 
 struct ArenaFree {
-  void operator()(std::byte* p) const { mi_free_aligned(p, kAlign); }
+  void operator()(std::byte* p) const { mi_free(p); }
 };
 
 // A thread's private stash of free pages.
@@ -161,8 +165,13 @@ struct PagePool::State {
     if (a >= arenas_max) return false;
     const std::size_t first = a * pages_per_arena;
     const std::size_t count = std::min(pages_per_arena, pages_max - first);
-    auto* raw = static_cast<std::byte*>(mi_malloc_aligned(count * page_bytes, kAlign));
+    const std::size_t bytes = count * page_bytes;
+    const std::size_t align = bytes >= kHugePage ? kHugePage : kAlign;
+    auto* raw = static_cast<std::byte*>(mi_malloc_aligned(bytes, align));
     if (raw == nullptr) return false;
+#ifdef MADV_HUGEPAGE
+    if (align == kHugePage) ::madvise(raw, bytes / kHugePage * kHugePage, MADV_HUGEPAGE);  // advisory only
+#endif
     arena_owner.emplace_back(raw);
     slot_owner.emplace_back(std::make_unique<PageSlot[]>(pages_per_arena));
     arena_data[a].store(raw, std::memory_order_release);
