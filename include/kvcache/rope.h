@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
+#include <vector>
 
 namespace kvcache {
 
@@ -16,6 +17,28 @@ enum class RopeStyle : std::uint8_t {
 struct RopeConfig {
   RopeStyle style = RopeStyle::adjacent_pairs;
   double theta = 10000.0;  ///< base; pair i rotates by position * theta^(-2i/head_dim)
+};
+
+/// The cos/sin of one position for every pair of a head: rotating many rows (all heads, all
+/// layers of a token) by the same position then costs no trigonometry. Frequencies are computed
+/// once at construction. Not thread safe (set_position mutates); cheap to copy.
+class RopeAngles {
+ public:
+  RopeAngles() = default;
+  RopeAngles(const RopeConfig& rope, std::uint32_t head_dim);
+  /// Computes cos/sin for `position` (no-op if it is the current one).
+  void set_position(double position);
+  /// Rotates each head_dim-long row of `x` by the current position (asserts the size).
+  void rotate(std::span<float> x) const;
+  const RopeConfig& config() const { return rope_; }
+  std::uint32_t head_dim() const { return head_dim_; }
+
+ private:
+  RopeConfig rope_;
+  std::uint32_t head_dim_ = 0;
+  double position_ = 0.0;
+  std::vector<double> freq_;  ///< theta^(-2i/head_dim)
+  std::vector<float> cos_, sin_;
 };
 
 /// Rotates each head_dim-long row of `x` in place by `position`. Angles are computed in double

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "kvcache/stream_cache.h"
 
@@ -54,6 +55,7 @@ class SinkDetector {
   std::uint32_t n_layers_;
   std::uint32_t n_heads_;
   SinkDetectorOptions options_;
+  std::vector<float> inv_bias_;  ///< 1 / (1 - decay^n) for small n (bias correction)
 };
 
 }  // namespace kvcache

@@ -59,11 +59,16 @@ void prepare_attention(const StreamCache& cache, std::uint32_t layer, std::span<
     if (it == deltas.end()) it = deltas.insert(deltas.end(), sp.rot_delta);
     span_q.push_back(static_cast<std::size_t>(it - deltas.begin()));
   }
+  if (work.rope.head_dim() != cfg.head_dim || work.rope.config().style != cfg.rope.style ||
+      work.rope.config().theta != cfg.rope.theta) {
+    work.rope = RopeAngles(cfg.rope, cfg.head_dim);
+  }
   work.q_rotated.resize(deltas.size() * q_size);
   for (std::size_t d = 0; d < deltas.size(); ++d) {
     std::span<float> qr(work.q_rotated.data() + d * q_size, q_size);
     std::copy(q.begin(), q.end(), qr.begin());
-    rope_rotate(cfg.rope, cfg.head_dim, static_cast<double>(query_pos - deltas[d]), qr);
+    work.rope.set_position(static_cast<double>(query_pos - deltas[d]));
+    work.rope.rotate(qr);
   }
 
   work.blocks_per_head = span_q.size();

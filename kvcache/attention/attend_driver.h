@@ -28,6 +28,7 @@ struct AttentionWork {
   std::vector<KvSpan> spans;
   std::vector<std::int64_t> deltas;   // distinct rot_delta values
   std::vector<std::size_t> span_q;    // per span: index into deltas
+  RopeAngles rope;                     // rebuilt only when the cache's RoPE config changes
 };
 
 /// Validates the arguments (throws InvalidArgument) and fills `work`.

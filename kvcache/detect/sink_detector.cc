@@ -19,11 +19,18 @@ SinkDetector::SinkDetector(std::uint32_t n_layers, std::uint32_t n_heads, SinkDe
   if (!(options.decay > 0.f && options.decay < 1.f)) {
     throw InvalidArgument("SinkDetector: decay must be in (0, 1) (got " + std::to_string(options.decay) + ")");
   }
+  // inv_bias_[n] = 1 / (1 - decay^n) while decay^n is above f32 resolution.
+  inv_bias_.push_back(1.f);
+  double power = options.decay;
+  for (std::size_t n = 1; power > 1e-8 && n < 100000; ++n, power *= options.decay) {
+    inv_bias_.push_back(static_cast<float>(1.0 / (1.0 - power)));
+  }
 }
 
 float SinkDetector::corrected(float ema, std::int64_t n_queries) const {
-  const double bias = 1.0 - std::pow(double{options_.decay}, static_cast<double>(std::max<std::int64_t>(n_queries, 1)));
-  return static_cast<float>(ema / bias);
+  // Past the table, decay^n is below f32 resolution and the correction is exactly 1.
+  const std::size_t n = static_cast<std::size_t>(std::max<std::int64_t>(n_queries, 1));
+  return n < inv_bias_.size() ? ema * inv_bias_[n] : ema;
 }
 
 void SinkDetector::observe(StreamCache& cache, std::uint32_t layer, std::span<const float> mass) const {
@@ -45,7 +52,7 @@ void SinkDetector::observe(StreamCache& cache, std::uint32_t layer, std::span<co
     StreamCache::Observed o = cache.observed(j);
     float* ema = o.state.data() + std::size_t{layer} * n_heads_;
     float* layer_count = o.state.data() + std::size_t{n_layers_} * n_heads_ + layer;
-    // Compare the raw EMA with alpha scaled by the bias term: one pow per token, not per head.
+    // Compare the raw EMA with alpha scaled by the bias term: one lookup per token, not per head.
     const float threshold = options_.alpha / corrected(1.f, query_pos - o.pos + 1);
     float mass_sum = 0.f;
     std::uint32_t sinks_here = 0;

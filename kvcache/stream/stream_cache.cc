@@ -46,6 +46,8 @@ StreamCache::StreamCache(std::shared_ptr<PagePool> pool, const StreamConfig& con
   s.written.assign(config.n_layers, 1);
   s.window_state = detail::RowRing(config.token_state_floats);
   s.row.resize(config.head_dim);
+  s.token_rows.resize(std::size_t{config.n_kv_heads} * config.head_dim);
+  s.rope = RopeAngles(config.rope, config.head_dim);
 }
 
 StreamCache::~StreamCache() {
@@ -205,13 +207,12 @@ void StreamCache::append(std::uint32_t layer, std::span<const float> k, std::spa
     // Pending pinned tokens end the pinned region; pending window tokens end the window.
     const std::uint32_t index = t < s.pending_pinned ? first_pinned + t : first + t;
     const auto [page, slot] = s.locate(layer, index);
+    // Rotate all heads of the token at once: the angles are shared by heads and layers.
+    std::copy_n(k.data() + t * per_token, per_token, s.token_rows.begin());
+    s.rope.set_position(static_cast<double>(s.stored_pos(index)));
+    s.rope.rotate(s.token_rows);
     for (std::uint32_t h = 0; h < s.layout.n_kv_heads; ++h) {
-      const float* src = k.data() + t * per_token + std::size_t{h} * s.layout.head_dim;
-      std::copy_n(src, s.layout.head_dim, s.row.begin());
-      if (s.config.rope.style != RopeStyle::none) {
-        rope_rotate(s.config.rope, s.layout.head_dim, static_cast<double>(s.stored_pos(index)), s.row);
-      }
-      s.store(s.row.data(), s.k_row(page, slot, h));
+      s.store(s.token_rows.data() + std::size_t{h} * s.layout.head_dim, s.k_row(page, slot, h));
       s.store(v.data() + t * per_token + std::size_t{h} * s.layout.head_dim, s.v_row(page, slot, h));
     }
   }

@@ -67,6 +67,8 @@ struct StreamCache::State {
   std::vector<std::uint8_t> written;  // per layer: pending tokens' K/V written
   std::size_t peak_bytes = 0;
   std::vector<float> row;  // scratch: one head row
+  std::vector<float> token_rows;  // scratch: all KV heads of one token
+  RopeAngles rope;         // cos/sin of the last position keys were rotated by
 
   std::uint32_t P() const { return layout.page_tokens; }
   std::uint32_t n_kept() const { return static_cast<std::uint32_t>(pinned.size() + window.size()); }
