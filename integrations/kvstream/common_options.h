@@ -1,0 +1,52 @@
+// Flags shared by every kvstream subcommand: model files and the KV cache policy.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "llama/checkpoint.h"
+#include "llama/model.h"
+#include "llama/tokenizer.h"
+
+namespace kvstream {
+
+struct CommonOptions {
+  std::string model;      ///< --model; empty = resolve (see llama/model_paths.h)
+  std::string tokenizer;  ///< --tokenizer; empty = resolve
+  std::string policy = "sinks";
+  std::uint32_t budget = 256;
+  std::uint32_t sinks = 4;
+  std::uint32_t page_tokens = 16;
+  std::string kv_dtype = "f32";
+  std::string positions = "reindexed";
+  double max_kv_mb = 1024;
+  std::string attention = "simd";
+};
+
+/// Registers --model, --tokenizer and the cache flags on `app`, writing into `opts`.
+void add_common_options(CLI::App& app, CommonOptions& opts);
+
+/// The decoder's cache options for the flags (validated by the library when the cache is built).
+kvcache::llama::CacheOptions cache_options(const CommonOptions& opts);
+
+/// Model, tokenizer and where they came from.
+struct LoadedModel {
+  std::shared_ptr<const kvcache::llama::Checkpoint> checkpoint;
+  kvcache::llama::Tokenizer tokenizer;
+  std::string model_source, tokenizer_source;  ///< "flag", "env KVCACHE_MODEL", ...
+};
+
+/// Resolves and loads both files (throws kvcache::Error / FormatError naming the file).
+LoadedModel load_model(const CommonOptions& opts);
+
+/// policy, budget, sinks, window (tokens; null where the policy has none), positions, kv_dtype,
+/// page_tokens: the cache description both subcommands report.
+nlohmann::json policy_json(const CommonOptions& opts);
+/// One line: "policy sinks (4 sinks + 252 window = budget 256), reindexed positions, f32 KV".
+std::string policy_summary(const CommonOptions& opts);
+
+}  // namespace kvstream

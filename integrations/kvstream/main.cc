@@ -1,0 +1,62 @@
+// kvstream: infinite streaming generation and streaming perplexity on llama2.c models through the
+// kvcache library. See README.md in this folder.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include "generate.h"
+#include "kvcache/error.h"
+#include "perplexity.h"
+
+namespace {
+
+// Error messages are one line: the contract with scripts that read stderr.
+void report(const char* kind, const std::string& what) {
+  std::string line = what;
+  for (char& c : line) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  std::fprintf(stderr, "kvstream: %s%s\n", kind, line.c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "kvstream: stream a llama2.c model through a paged KV cache with eviction (StreamingLLM sinks + "
+      "window).\n"
+      "Model files: --model/--tokenizer, else $KVCACHE_MODEL/$KVCACHE_TOKENIZER, else models/ in the repo, "
+      "else\n"
+      "../shared/models/ next to the repo (scripts/fetch_model.sh downloads stories260K.bin and "
+      "tok512.bin)."};
+  app.require_subcommand(1);
+  kvstream::GenerateOptions gen;
+  kvstream::PplOptions ppl;
+  CLI::App* gen_cmd = kvstream::add_generate_command(app, gen);
+  CLI::App* ppl_cmd = kvstream::add_ppl_command(app, ppl);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    report("", std::string(e.what()) + " (run with --help for usage)");
+    return 2;  // usage error
+  }
+
+  try {
+    if (gen_cmd->parsed()) return kvstream::run_generate(gen);
+    if (ppl_cmd->parsed()) return kvstream::run_ppl(ppl);
+    return 2;
+  } catch (const kvcache::PoolExhausted& e) {
+    report("KV pool exhausted (raise --max-kv-mb or use a budgeted policy): ", e.what());
+  } catch (const kvcache::Error& e) {
+    report("", e.what());
+  } catch (const std::exception& e) {
+    report("internal error: ", e.what());
+  }
+  return 1;
+}

@@ -1,0 +1,160 @@
+#include "perplexity.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+
+#include "kvcache/error.h"
+#include "llama/binary_io.h"
+#include "llama/model.h"
+#include "llama/token_file.h"
+#include "text_output.h"
+
+namespace kvstream {
+
+using Clock = std::chrono::steady_clock;
+
+CLI::App* add_ppl_command(CLI::App& app, PplOptions& o) {
+  CLI::App* cmd =
+      app.add_subcommand("ppl",
+                         "Streaming perplexity: feed a file token by token through the cache under the "
+                         "chosen policy; the first token "
+                         "is context and every later token is scored once. Give exactly one of --text, "
+                         "--tokens. A progress bar goes to stderr when it is a terminal.");
+  add_common_options(*cmd, o.common);
+  auto* text =
+      cmd->add_option("--text", o.text_file,
+                      "UTF-8 text file, tokenized as ONE document: BOS, then the whole file (blank lines and "
+                      "newlines kept as byte tokens, as in TinyStories training)");
+  auto* tokens = cmd->add_option("--tokens", o.tokens_file,
+                                 "pre-tokenized llama2.c shard (uint16 little-endian ids, as tinystories.py "
+                                 "pretokenize writes; stories already start with BOS)");
+  text->excludes(tokens);
+  tokens->excludes(text);
+  cmd->add_option("--max-tokens", o.max_tokens,
+                  "use at most N tokens of the file, the context token included; 0 = all")
+      ->capture_default_str();
+  cmd->add_option("--segment", o.segment, "scored tokens per reported segment")
+      ->check(CLI::Range(1u, 1u << 30))
+      ->capture_default_str();
+  cmd->add_flag("--json", o.json, "print one JSON object on stdout instead of the human report");
+  return cmd;
+}
+
+namespace {
+
+std::string read_text_file(const std::string& path) {
+  const auto bytes = kvcache::llama::read_file_bytes(path, "text file");
+  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
+// -log p(target) under softmax(logits), in double.
+double nll(std::span<const float> logits, std::int32_t target) {
+  double mx = logits[0];
+  for (float l : logits) mx = std::max(mx, double{l});
+  double sum = 0;
+  for (float l : logits) sum += std::exp(double{l} - mx);
+  return std::log(sum) + mx - logits[static_cast<std::size_t>(target)];
+}
+
+struct Segment {
+  std::uint64_t begin = 0, end = 0;  ///< scored-token indices [begin, end)
+  double nll_sum = 0;
+  double ppl() const { return std::exp(nll_sum / static_cast<double>(end - begin)); }
+};
+
+void draw_progress(std::uint64_t done, std::uint64_t total, double nll_sum, double secs) {
+  constexpr int kWidth = 30;
+  const int filled = total ? static_cast<int>(kWidth * done / total) : kWidth;
+  std::fprintf(stderr, "\r[%s%s] %llu/%llu  ppl %.3f  %.0f tok/s ",
+               std::string(static_cast<std::size_t>(filled), '#').c_str(),
+               std::string(static_cast<std::size_t>(kWidth - filled), ' ').c_str(),
+               static_cast<unsigned long long>(done), static_cast<unsigned long long>(total),
+               done ? std::exp(nll_sum / static_cast<double>(done)) : 0.0,
+               secs > 0 ? static_cast<double>(done) / secs : 0.0);
+  std::fflush(stderr);
+}
+
+}  // namespace
+
+int run_ppl(const PplOptions& o) {
+  if (o.text_file.empty() == o.tokens_file.empty()) {
+    throw kvcache::InvalidArgument("ppl needs exactly one of --text FILE or --tokens FILE");
+  }
+  const LoadedModel m = load_model(o.common);
+  std::vector<std::int32_t> tokens =
+      o.text_file.empty() ? kvcache::llama::read_token_file(o.tokens_file, m.checkpoint->config().vocab_size)
+                          : m.tokenizer.encode(read_text_file(o.text_file), true, false);
+  if (o.max_tokens > 0 && tokens.size() > o.max_tokens) tokens.resize(o.max_tokens);
+  if (tokens.size() < 2) {
+    throw kvcache::InvalidArgument(
+        fmt::format("ppl needs at least 2 tokens (one context, one scored); got {}", tokens.size()));
+  }
+
+  kvcache::llama::Decoder dec(m.checkpoint, cache_options(o.common));
+  install_signal_handlers();
+  const bool progress = stderr_is_tty();
+  const std::uint64_t n_scored = tokens.size() - 1;
+  std::vector<Segment> segments;
+  double nll_sum = 0;
+  const auto start = Clock::now();
+  auto last_draw = start;
+  std::uint64_t scored = 0;
+  for (; scored < n_scored && !interrupted(); ++scored) {
+    // Token t is fed; the logits it produces score token t + 1.
+    const double l = nll(dec.step(tokens[scored]), tokens[scored + 1]);
+    nll_sum += l;
+    if (scored % o.segment == 0) segments.push_back({scored, scored, 0});
+    segments.back().nll_sum += l;
+    segments.back().end = scored + 1;
+    if (progress && Clock::now() - last_draw > std::chrono::milliseconds(100)) {
+      last_draw = Clock::now();
+      draw_progress(scored + 1, n_scored, nll_sum, std::chrono::duration<double>(last_draw - start).count());
+    }
+  }
+  const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  if (progress) std::fprintf(stderr, "\r%s\r", std::string(80, ' ').c_str());
+  if (scored == 0) throw kvcache::Error("interrupted before any token was scored");
+
+  const double ppl = std::exp(nll_sum / static_cast<double>(scored));
+  const kvcache::StreamStats stats = dec.cache().stats();
+  const double tps = secs > 0 ? static_cast<double>(scored) / secs : 0.0;
+  if (o.json) {
+    nlohmann::json j = policy_json(o.common);
+    j["ppl"] = ppl;
+    j["nll_mean"] = nll_sum / static_cast<double>(scored);
+    j["tokens_scored"] = scored;
+    j["tokens_total"] = tokens.size();
+    j["complete"] = scored == n_scored;
+    j["source"] = o.text_file.empty() ? o.tokens_file : o.text_file;
+    j["source_kind"] = o.text_file.empty() ? "tokens" : "text";
+    j["kv_bytes_peak"] = stats.kv_bytes_peak;
+    j["tokens_kept"] = stats.tokens_kept;
+    j["seconds"] = secs;
+    j["tokens_per_second"] = tps;
+    j["segment_tokens"] = o.segment;
+    nlohmann::json segs = nlohmann::json::array();
+    for (const Segment& s : segments) segs.push_back({{"begin", s.begin}, {"end", s.end}, {"ppl", s.ppl()}});
+    j["segments"] = std::move(segs);
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("perplexity %.4f over %llu scored tokens%s\n", ppl, static_cast<unsigned long long>(scored),
+                scored == n_scored ? "" : " (interrupted)");
+    std::printf("%s\n", policy_summary(o.common).c_str());
+    std::printf("KV peak %s, kept %u tokens at the end, %.0f tok/s (%.2f s)\n",
+                human_bytes(stats.kv_bytes_peak).c_str(), stats.tokens_kept, tps, secs);
+    std::printf("segment ppl (per %u scored tokens):\n", o.segment);
+    for (const Segment& s : segments) {
+      std::printf("  [%6llu, %6llu)  %8.3f\n", static_cast<unsigned long long>(s.begin),
+                  static_cast<unsigned long long>(s.end), s.ppl());
+    }
+  }
+  return scored == n_scored ? 0 : 130;
+}
+
+}  // namespace kvstream

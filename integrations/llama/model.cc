@@ -1,0 +1,161 @@
+#include "llama/model.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "kvcache/error.h"
+#include "kvcache/page_pool.h"
+#include "llama/layer_attention.h"
+#include "llama/matmul.h"
+
+namespace kvcache::llama {
+namespace {
+
+StreamConfig stream_config(const ModelConfig& c, const CacheOptions& o) {
+  StreamConfig s;
+  s.n_layers = c.n_layers;
+  s.n_kv_heads = c.n_kv_heads;
+  s.head_dim = c.head_dim();
+  s.page_tokens = o.page_tokens;
+  s.dtype = o.dtype;
+  s.positions = o.positions;
+  s.rope = RopeConfig{RopeStyle::adjacent_pairs, 10000.0};  // llama2.c's RoPE
+  s.policy = o.policy;
+  return s;
+}
+
+std::shared_ptr<PagePool> make_pool(const StreamConfig& s, const CacheOptions& o) {
+  PagePoolOptions p;
+  p.page_bytes = s.layout().page_bytes();
+  p.max_bytes = o.max_kv_bytes;
+  return std::make_shared<PagePool>(p);
+}
+
+// out = weight * x / rms(x), llama2.c's RMSNorm (epsilon 1e-5 inside the square root).
+void rmsnorm(std::span<float> out, std::span<const float> x, std::span<const float> weight) {
+  float ss = 0.f;
+  for (float v : x) ss += v * v;
+  const float inv = 1.0f / std::sqrt(ss / static_cast<float>(x.size()) + 1e-5f);
+  for (std::size_t i = 0; i < x.size(); ++i) out[i] = weight[i] * (inv * x[i]);
+}
+
+}  // namespace
+
+Decoder::Decoder(std::shared_ptr<const Checkpoint> model, const CacheOptions& options)
+    : model_(std::move(model)),
+      attention_(options.attention),
+      cache_(make_pool(stream_config(model_->config(), options), options),
+             stream_config(model_->config(), options)) {
+  const ModelConfig& c = model_->config();
+  const std::size_t B = kMaxBatch;
+  x_.resize(B * c.dim);
+  xb_.resize(B * c.dim);
+  xb2_.resize(B * c.dim);
+  q_.resize(B * c.dim);
+  k_.resize(B * c.kv_dim());
+  v_.resize(B * c.kv_dim());
+  att_.resize(B * c.dim);
+  hb_.resize(B * c.hidden_dim);
+  hb2_.resize(B * c.hidden_dim);
+  logits_.resize(c.vocab_size);
+}
+
+std::span<const float> Decoder::step(std::int32_t token) {
+  forward(std::span(&token, 1), nullptr, 0);
+  return logits_;
+}
+
+std::span<const float> Decoder::prefill(std::span<const std::int32_t> tokens,
+                                        std::vector<float>* all_logits) {
+  if (tokens.empty()) throw InvalidArgument("Decoder::prefill: no tokens");
+  if (all_logits != nullptr) all_logits->assign(tokens.size() * config().vocab_size, 0.f);
+  std::size_t i = 0;
+  while (i < tokens.size()) {
+    // A batch is exact only if it evicts nothing (StreamCache plans eviction per batch), so it
+    // may only fill the room left under the budget; once the cache is full, steps go one by one.
+    const std::uint32_t budget = cache_.policy().budget(), kept = cache_.n_kept();
+    const std::size_t room = budget > kept ? budget - kept : 0;
+    const std::size_t n =
+        std::max<std::size_t>(1, std::min({tokens.size() - i, room, std::size_t{kMaxBatch}}));
+    forward(tokens.subspan(i, n), all_logits, i);
+    i += n;
+  }
+  return logits_;
+}
+
+void Decoder::classify(std::span<const float> x, std::span<float> logits) {
+  const ModelConfig& c = config();
+  std::span<float> xn = std::span(xb_).first(c.dim);
+  rmsnorm(xn, x, model_->rms_final());
+  matmul(model_->classifier(), c.vocab_size, c.dim, xn, 1, logits);
+}
+
+void Decoder::forward(std::span<const std::int32_t> tokens, std::vector<float>* all_logits,
+                      std::size_t row0) {
+  const ModelConfig& c = config();
+  const auto n = static_cast<std::uint32_t>(tokens.size());
+  assert(n >= 1 && n <= kMaxBatch);
+  for (std::int32_t t : tokens) {
+    if (t < 0 || static_cast<std::uint32_t>(t) >= c.vocab_size) {
+      throw InvalidArgument("token id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                            std::to_string(c.vocab_size) + ")");
+    }
+  }
+  const std::uint32_t dim = c.dim, kv_dim = c.kv_dim(), hidden = c.hidden_dim;
+  auto rows = [](std::vector<float>& buf, std::uint32_t n_rows, std::uint32_t width) {
+    return std::span(buf).first(std::size_t{n_rows} * width);
+  };
+  auto row = [](std::vector<float>& buf, std::uint32_t r, std::uint32_t width) {
+    return std::span(buf).subspan(std::size_t{r} * width, width);
+  };
+
+  cache_.begin(tokens);  // may throw PoolExhausted: nothing has been changed yet
+  const auto emb = model_->token_embedding();
+  for (std::uint32_t t = 0; t < n; ++t) {
+    std::ranges::copy(emb.subspan(static_cast<std::size_t>(tokens[t]) * dim, dim), row(x_, t, dim).begin());
+  }
+  // With no eviction in the batch, token t of the batch sits at cache index n_kept - n + t; a
+  // single token is simply the newest.
+  const std::int64_t first_index = n == 1 ? -1 : static_cast<std::int64_t>(cache_.n_kept()) - n;
+
+  for (std::uint32_t il = 0; il < c.n_layers; ++il) {
+    const LayerWeights& w = model_->layer(il);
+    // Attention block.
+    for (std::uint32_t t = 0; t < n; ++t) rmsnorm(row(xb_, t, dim), row(x_, t, dim), w.rms_att);
+    matmul(w.wq, dim, dim, rows(xb_, n, dim), n, rows(q_, n, dim));
+    matmul(w.wk, kv_dim, dim, rows(xb_, n, dim), n, rows(k_, n, kv_dim));
+    matmul(w.wv, kv_dim, dim, rows(xb_, n, dim), n, rows(v_, n, kv_dim));
+    cache_.append(il, rows(k_, n, kv_dim), rows(v_, n, kv_dim));
+    for (std::uint32_t t = 0; t < n; ++t) {
+      AttendOptions opt;
+      opt.n_heads = c.n_heads;
+      opt.query_index = n == 1 ? -1 : first_index + t;
+      layer_attention(attention_, cache_, il, row(q_, t, dim), row(att_, t, dim), opt);
+    }
+    matmul(w.wo, dim, dim, rows(att_, n, dim), n, rows(xb2_, n, dim));
+    for (std::size_t i = 0; i < std::size_t{n} * dim; ++i) x_[i] += xb2_[i];
+
+    // SwiGLU feed-forward block: w2(silu(w1 x) * w3 x).
+    for (std::uint32_t t = 0; t < n; ++t) rmsnorm(row(xb_, t, dim), row(x_, t, dim), w.rms_ffn);
+    matmul(w.w1, hidden, dim, rows(xb_, n, dim), n, rows(hb_, n, hidden));
+    matmul(w.w3, hidden, dim, rows(xb_, n, dim), n, rows(hb2_, n, hidden));
+    for (std::size_t i = 0; i < std::size_t{n} * hidden; ++i) {
+      const float g = hb_[i];
+      hb_[i] = g / (1.0f + std::exp(-g)) * hb2_[i];
+    }
+    matmul(w.w2, dim, hidden, rows(hb_, n, hidden), n, rows(xb2_, n, dim));
+    for (std::size_t i = 0; i < std::size_t{n} * dim; ++i) x_[i] += xb2_[i];
+  }
+
+  if (all_logits != nullptr) {
+    for (std::uint32_t t = 0; t < n; ++t) {
+      classify(row(x_, t, dim), std::span(*all_logits).subspan((row0 + t) * c.vocab_size, c.vocab_size));
+    }
+  }
+  classify(row(x_, n - 1, dim), logits_);
+}
+
+}  // namespace kvcache::llama

@@ -1,0 +1,84 @@
+// The Llama forward pass over a kvcache::StreamCache: one decoder per sequence.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "kvcache/dtype.h"
+#include "kvcache/policy.h"
+#include "kvcache/stream_cache.h"
+#include "llama/checkpoint.h"
+#include "llama/layer_attention.h"
+
+namespace kvcache::llama {
+
+/// How a decoder's KV cache is organised. Validated by the StreamCache / PagePool constructors.
+struct CacheOptions {
+  PolicyConfig policy = PolicyConfig::streaming(4, 256);  ///< what is kept (see kvcache/policy.h)
+  std::uint32_t page_tokens = 16;                         ///< tokens per page
+  DType dtype = DType::f32;                               ///< storage of K and V
+  PositionMode positions = PositionMode::reindexed;       ///< positions RoPE sees
+  /// Byte budget of the decoder's page pool. Memory is reserved lazily, so a generous value costs
+  /// nothing; under the full policy it bounds the stream (PoolExhausted when reached).
+  std::size_t max_kv_bytes = std::size_t{1} << 30;
+  /// Attention implementation (the reference is for tests and comparisons).
+  AttentionKernel attention = AttentionKernel::simd;
+};
+
+/// Runs the model on one token stream: RMSNorm, attention through the cache (keys appended before
+/// RoPE; the cache rotates them to their cache positions), GQA, SwiGLU FFN, classifier.
+///
+/// Ownership: shares the checkpoint (immutable) and owns its cache and scratch buffers.
+/// Thread safety: a Decoder must not be used from two threads at once; several decoders may share
+/// one checkpoint. Matrix products may use oneTBB worker threads internally.
+/// Errors: InvalidArgument for a token id outside the vocabulary or an empty batch; PoolExhausted
+/// when the pool budget is reached (the cache is then unchanged, but the token was not consumed).
+class Decoder {
+ public:
+  /// Largest batch one prefill step runs at once (bounds the scratch memory).
+  static constexpr std::uint32_t kMaxBatch = 64;
+
+  Decoder(std::shared_ptr<const Checkpoint> model, const CacheOptions& options);
+
+  /// Feeds one token and returns its next-token logits (vocab_size floats), valid until the next
+  /// call on this decoder.
+  std::span<const float> step(std::int32_t token);
+
+  /// Feeds `tokens` (at least one) and returns the logits after the last one. Runs batches of up
+  /// to kMaxBatch tokens through one begin() when that evicts nothing (so the result equals
+  /// token-by-token steps), and single steps otherwise. When `all_logits` is given, it receives
+  /// tokens.size() x vocab_size logits, row t after token t.
+  std::span<const float> prefill(std::span<const std::int32_t> tokens,
+                                 std::vector<float>* all_logits = nullptr);
+
+  const ModelConfig& config() const noexcept { return model_->config(); }
+  const Checkpoint& checkpoint() const noexcept { return *model_; }
+  const StreamCache& cache() const noexcept { return cache_; }
+
+ private:
+  /// Runs tokens.size() <= kMaxBatch tokens through one begin(); a batch of more than one token
+  /// must cause no eviction. Leaves logits of the last token in logits_ (and every token's in
+  /// `all_logits` from row `row0` when given).
+  void forward(std::span<const std::int32_t> tokens, std::vector<float>* all_logits, std::size_t row0);
+  void classify(std::span<const float> x, std::span<float> logits);
+
+  std::shared_ptr<const Checkpoint> model_;  ///< weights, shared and immutable
+  AttentionKernel attention_;                ///< which kvcache attention to call
+  StreamCache cache_;                        ///< this stream's KV cache
+  // Scratch, sized for kMaxBatch tokens and reused every step (no allocation while decoding).
+  std::vector<float> x_;       ///< [batch][dim] residual stream
+  std::vector<float> xb_;      ///< [batch][dim] normalised input of a sub-layer
+  std::vector<float> xb2_;     ///< [batch][dim] sub-layer output
+  std::vector<float> q_;       ///< [batch][dim] queries (pre-RoPE)
+  std::vector<float> k_;       ///< [batch][kv_dim] keys (pre-RoPE)
+  std::vector<float> v_;       ///< [batch][kv_dim] values
+  std::vector<float> att_;     ///< [batch][dim] attention output
+  std::vector<float> hb_;      ///< [batch][hidden] gate, then SwiGLU
+  std::vector<float> hb2_;     ///< [batch][hidden] up projection
+  std::vector<float> logits_;  ///< [vocab] logits of the last token fed
+};
+
+}  // namespace kvcache::llama

@@ -1,0 +1,72 @@
+// Token shards: uint16 little-endian ids, validated against the vocabulary.
+#include "llama/token_file.h"
+
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "kvcache/error.h"
+#include "temp_file.h"
+
+namespace kvcache::llama::test {
+namespace {
+
+std::vector<std::byte> shard(std::initializer_list<unsigned> ids) {
+  std::vector<std::byte> b;
+  for (unsigned id : ids) {
+    b.push_back(static_cast<std::byte>(id & 0xFF));
+    b.push_back(static_cast<std::byte>(id >> 8));
+  }
+  return b;
+}
+
+std::string read_error(const std::vector<std::byte>& bytes) {
+  TempFile f("tokens", bytes);
+  try {
+    read_token_file(f.path(), 512);
+  } catch (const FormatError& e) {
+    const std::string msg = e.what();
+    CHECK_MESSAGE(msg.find(f.str()) != std::string::npos, msg);
+    return msg;
+  }
+  FAIL("expected FormatError");
+  return {};
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("token file: reads little-endian uint16 ids") {
+  TempFile f("tokens_ok", shard({1, 403, 511, 0, 258}));
+  CHECK(read_token_file(f.path(), 512) == std::vector<std::int32_t>{1, 403, 511, 0, 258});
+}
+
+TEST_CASE("token file: an id out of range names the id and its byte offset") {
+  const std::string msg = read_error(shard({1, 403, 512, 7}));
+  CHECK(contains(msg, "token id 512"));
+  CHECK(contains(msg, "byte offset 4"));
+  CHECK(contains(read_error(shard({65535})), "byte offset 0"));
+}
+
+TEST_CASE("token file: odd length and empty files are rejected") {
+  auto b = shard({1, 2, 3});
+  b.pop_back();
+  const std::string msg = read_error(b);
+  CHECK(contains(msg, "'length'"));
+  CHECK(contains(msg, "odd"));
+  CHECK(contains(read_error({}), "no tokens"));
+}
+
+TEST_CASE("token file: missing file is an Error naming it") {
+  const auto p = std::filesystem::temp_directory_path() / "kvcache_llama_no_such_tokens.bin";
+  try {
+    read_token_file(p, 512);
+    FAIL("read a missing file");
+  } catch (const Error& e) {
+    CHECK(contains(e.what(), p.string()));
+  }
+}
+
+}  // namespace kvcache::llama::test
