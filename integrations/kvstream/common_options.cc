@@ -1,5 +1,7 @@
 #include "common_options.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "kvcache/dtype.h"
@@ -19,14 +21,41 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
   app.add_option(
          "--policy", o.policy,
          "KV retention: full (keep everything), window (last B tokens), sinks (first S tokens + last B-S, "
-         "StreamingLLM)")
-      ->check(CLI::IsMember({"full", "window", "sinks"}))
+         "StreamingLLM), hidden-sinks (first S + up to H detected sinks + the rest recent, all within B), "
+         "h2o (up to --heavy tokens with the most accumulated attention + the rest recent)")
+      ->check(CLI::IsMember({"full", "window", "sinks", "hidden-sinks", "h2o"}))
       ->capture_default_str();
-  app.add_option("--budget", o.budget, "tokens kept per layer, sinks included (window and sinks policies)")
+  app.add_option("--budget", o.budget,
+                 "tokens kept per layer, everything pinned included (every policy but full), so policies "
+                 "compare at equal memory")
       ->check(CLI::Range(1u, 1u << 30))
       ->capture_default_str();
   app.add_option("--sinks", o.sinks,
-                 "initial tokens pinned forever (sinks policy); the window is budget - sinks")
+                 "initial tokens pinned forever (sinks, hidden-sinks); the rest of the budget is the window")
+      ->capture_default_str();
+  app.add_option("--hidden-sinks", o.hidden_sinks,
+                 "hidden-sinks: most detected sinks pinned at once, taken out of the budget")
+      ->capture_default_str();
+  app.add_option("--heavy", o.heavy, "h2o: heavy-hitter slots out of the budget (0 = budget / 2)")
+      ->capture_default_str();
+  app.add_option("--sink-alpha", o.sink_alpha,
+                 "sink detector: a token is a sink in a head when its mean attention exceeds alpha / N "
+                 "(N keys; ACT's rule)")
+      ->check(CLI::Range(1.0001, 1e6))
+      ->capture_default_str();
+  app.add_option("--sink-decay", o.sink_decay, "sink detector: per-query decay of the attention average")
+      ->check(CLI::Range(0.001, 0.999))
+      ->capture_default_str();
+  app.add_option("--sink-min-heads", o.sink_min_heads,
+                 "hidden-sinks: (layer, head) pairs where the rule must hold for a token to be pinned; 0 = 20% of "
+                 "the model's pairs (8 of stories260K's 40: with fewer, stray tokens such as URL brackets in "
+                 "licence text get pinned and hurt perplexity, see README)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  app.add_option("--calibrate-beta", o.calibrate_beta,
+                 "ACT calibration: scale the attention on detected non-initial sinks by beta and renormalise "
+                 "(1 = off)")
+      ->check(CLI::Range(0.001, 1.0))
       ->capture_default_str();
   app.add_option("--page-tokens", o.page_tokens, "tokens per KV page")
       ->check(CLI::Range(1u, 1u << 16))
@@ -49,12 +78,26 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
       ->capture_default_str();
 }
 
-kvcache::llama::CacheOptions cache_options(const CommonOptions& o) {
+std::uint16_t sink_min_heads(const CommonOptions& o, const kvcache::llama::ModelConfig& model) {
+  if (o.sink_min_heads != 0) return o.sink_min_heads;
+  const std::uint64_t pairs = std::uint64_t{model.n_layers} * model.n_heads;
+  return static_cast<std::uint16_t>(std::clamp<std::uint64_t>((pairs + 4) / 5, 1, 65535));
+}
+
+kvcache::llama::CacheOptions cache_options(const CommonOptions& o, const kvcache::llama::ModelConfig& model) {
   kvcache::llama::CacheOptions c;
   const kvcache::PolicyKind kind = kvcache::parse_policy(o.policy);
-  c.policy = kind == kvcache::PolicyKind::full     ? kvcache::PolicyConfig::full()
-             : kind == kvcache::PolicyKind::window ? kvcache::PolicyConfig::window(o.budget)
-                                                   : kvcache::PolicyConfig::streaming(o.sinks, o.budget);
+  switch (kind) {
+    case kvcache::PolicyKind::full: c.policy = kvcache::PolicyConfig::full(); break;
+    case kvcache::PolicyKind::window: c.policy = kvcache::PolicyConfig::window(o.budget); break;
+    case kvcache::PolicyKind::sinks: c.policy = kvcache::PolicyConfig::streaming(o.sinks, o.budget); break;
+    case kvcache::PolicyKind::hidden_sinks:
+      c.policy = kvcache::PolicyConfig::hidden(o.sinks, o.hidden_sinks, o.budget, sink_min_heads(o, model));
+      break;
+    case kvcache::PolicyKind::h2o: c.policy = kvcache::PolicyConfig::heavy_hitters(o.heavy, o.budget); break;
+  }
+  c.detector = kvcache::SinkDetectorOptions{o.sink_alpha, o.sink_decay};
+  c.calibrate_beta = o.calibrate_beta;
   c.page_tokens = o.page_tokens;
   c.dtype = kvcache::parse_dtype(o.kv_dtype);
   c.positions =
@@ -72,7 +115,7 @@ LoadedModel load_model(const CommonOptions& o) {
   return {std::move(checkpoint), std::move(tokenizer), model.source, tok.source};
 }
 
-nlohmann::json policy_json(const CommonOptions& o) {
+nlohmann::json policy_json(const CommonOptions& o, const kvcache::llama::ModelConfig& model) {
   nlohmann::json j;
   j["policy"] = o.policy;
   if (o.policy == "full") {
@@ -83,11 +126,30 @@ nlohmann::json policy_json(const CommonOptions& o) {
     j["budget"] = o.budget;
     j["sinks"] = 0;
     j["window"] = o.budget;
-  } else {
+  } else if (o.policy == "sinks") {
     j["budget"] = o.budget;
     j["sinks"] = o.sinks;
     j["window"] = o.budget > o.sinks ? o.budget - o.sinks : 0;
+  } else if (o.policy == "hidden-sinks") {
+    // The window is what the pinned tokens leave: between budget - sinks - hidden_sinks and
+    // budget - sinks, depending on how many hidden sinks are pinned.
+    j["budget"] = o.budget;
+    j["sinks"] = o.sinks;
+    j["hidden_sinks"] = o.hidden_sinks;
+    j["sink_min_heads"] = sink_min_heads(o, model);
+    j["window"] = o.budget > o.sinks + o.hidden_sinks ? o.budget - o.sinks - o.hidden_sinks : 0;
+  } else {
+    const std::uint32_t heavy = o.heavy == 0 ? o.budget / 2 : o.heavy;
+    j["budget"] = o.budget;
+    j["sinks"] = 0;
+    j["heavy"] = heavy;
+    j["window"] = o.budget > heavy ? o.budget - heavy : 0;
   }
+  if (o.policy == "hidden-sinks" || o.policy == "h2o" || o.calibrate_beta < 1.f) {
+    j["sink_alpha"] = o.sink_alpha;
+    j["sink_decay"] = o.sink_decay;
+  }
+  j["calibrate_beta"] = o.calibrate_beta;
   j["positions"] = o.positions;
   j["kv_dtype"] = o.kv_dtype;
   j["page_tokens"] = o.page_tokens;
@@ -95,16 +157,23 @@ nlohmann::json policy_json(const CommonOptions& o) {
   return j;
 }
 
-std::string policy_summary(const CommonOptions& o) {
+std::string policy_summary(const CommonOptions& o, const kvcache::llama::ModelConfig& model) {
   std::string p;
   if (o.policy == "full") {
     p = "full (no eviction)";
   } else if (o.policy == "window") {
     p = fmt::format("window (last {} tokens)", o.budget);
-  } else {
+  } else if (o.policy == "sinks") {
     p = fmt::format("sinks ({} sinks + {} window = budget {})", o.sinks,
                     o.budget > o.sinks ? o.budget - o.sinks : 0, o.budget);
+  } else if (o.policy == "hidden-sinks") {
+    p = fmt::format("hidden-sinks ({} sinks + up to {} detected sinks + window = budget {}; alpha {}, {} heads)",
+                    o.sinks, o.hidden_sinks, o.budget, o.sink_alpha, sink_min_heads(o, model));
+  } else {
+    p = fmt::format("h2o ({} heavy hitters + window = budget {})", o.heavy == 0 ? o.budget / 2 : o.heavy,
+                    o.budget);
   }
+  if (o.calibrate_beta < 1.f) p += fmt::format(", ACT calibration beta {}", o.calibrate_beta);
   return fmt::format("policy {}, {} positions, {} KV, {}-token pages", p, o.positions, o.kv_dtype,
                      o.page_tokens);
 }

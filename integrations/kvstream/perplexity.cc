@@ -80,6 +80,44 @@ void draw_progress(std::uint64_t done, std::uint64_t total, double nll_sum, doub
   std::fflush(stderr);
 }
 
+const char* pin_reason_name(kvcache::PinReason r) {
+  switch (r) {
+    case kvcache::PinReason::initial: return "initial";
+    case kvcache::PinReason::hidden_sink: return "hidden_sink";
+    case kvcache::PinReason::heavy_hitter: return "heavy_hitter";
+    case kvcache::PinReason::none: break;
+  }
+  return "none";
+}
+
+// The tokens pinned at the end of the run and why: original position, token, reason, and the
+// detector's evidence (heads where the sink rule holds, accumulated attention).
+nlohmann::json pinned_json(const kvcache::llama::Decoder& dec, const kvcache::llama::Tokenizer& tok) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const kvcache::KeptToken& t : dec.cache().tokens()) {
+    if (t.meta.pin == kvcache::PinReason::none) continue;
+    out.push_back({{"pos", t.meta.pos},
+                   {"token", t.meta.token},
+                   {"piece", std::string(tok.piece(t.meta.token))},
+                   {"reason", pin_reason_name(t.meta.pin)},
+                   {"sink_heads", t.meta.sink_heads},
+                   {"score", t.meta.score}});
+  }
+  return out;
+}
+
+void print_pinned(const kvcache::llama::Decoder& dec, const kvcache::llama::Tokenizer& tok) {
+  const nlohmann::json pinned = pinned_json(dec, tok);
+  if (pinned.empty()) return;
+  std::printf("pinned at the end (position, token, reason, sink heads of %u, accumulated attention):\n",
+              dec.config().n_layers * dec.config().n_heads);
+  for (const auto& p : pinned) {
+    std::printf("  %8lld  %-12s  %-12s  %4u  %10.2f\n", static_cast<long long>(p["pos"].get<std::int64_t>()),
+                nlohmann::json(p["piece"].get<std::string>()).dump().c_str(), p["reason"].get<std::string>().c_str(),
+                p["sink_heads"].get<unsigned>(), p["score"].get<double>());
+  }
+}
+
 }  // namespace
 
 int run_ppl(const PplOptions& o) {
@@ -96,7 +134,7 @@ int run_ppl(const PplOptions& o) {
         fmt::format("ppl needs at least 2 tokens (one context, one scored); got {}", tokens.size()));
   }
 
-  kvcache::llama::Decoder dec(m.checkpoint, cache_options(o.common));
+  kvcache::llama::Decoder dec(m.checkpoint, cache_options(o.common, m.checkpoint->config()));
   install_signal_handlers();
   const bool progress = stderr_is_tty();
   const std::uint64_t n_scored = tokens.size() - 1;
@@ -125,7 +163,7 @@ int run_ppl(const PplOptions& o) {
   const kvcache::StreamStats stats = dec.cache().stats();
   const double tps = secs > 0 ? static_cast<double>(scored) / secs : 0.0;
   if (o.json) {
-    nlohmann::json j = policy_json(o.common);
+    nlohmann::json j = policy_json(o.common, m.checkpoint->config());
     j["ppl"] = ppl;
     j["nll_mean"] = nll_sum / static_cast<double>(scored);
     j["tokens_scored"] = scored;
@@ -141,11 +179,13 @@ int run_ppl(const PplOptions& o) {
     nlohmann::json segs = nlohmann::json::array();
     for (const Segment& s : segments) segs.push_back({{"begin", s.begin}, {"end", s.end}, {"ppl", s.ppl()}});
     j["segments"] = std::move(segs);
+    j["pinned"] = pinned_json(dec, m.tokenizer);
+    if (dec.detector() != nullptr) j["calibrated_pairs"] = dec.calibrated_pairs();
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("perplexity %.4f over %llu scored tokens%s\n", ppl, static_cast<unsigned long long>(scored),
                 scored == n_scored ? "" : " (interrupted)");
-    std::printf("%s\n", policy_summary(o.common).c_str());
+    std::printf("%s\n", policy_summary(o.common, m.checkpoint->config()).c_str());
     std::printf("KV peak %s, kept %u tokens at the end, %.0f tok/s (%.2f s)\n",
                 human_bytes(stats.kv_bytes_peak).c_str(), stats.tokens_kept, tps, secs);
     std::printf("segment ppl (per %u scored tokens):\n", o.segment);
@@ -153,6 +193,7 @@ int run_ppl(const PplOptions& o) {
       std::printf("  [%6llu, %6llu)  %8.3f\n", static_cast<unsigned long long>(s.begin),
                   static_cast<unsigned long long>(s.end), s.ppl());
     }
+    print_pinned(dec, m.tokenizer);
   }
   return scored == n_scored ? 0 : 130;
 }

@@ -17,13 +17,14 @@ AttentionKernel parse_attention_kernel(std::string_view name) {
 }
 
 void layer_attention(AttentionKernel kernel, const StreamCache& cache, std::uint32_t layer,
-                     std::span<const float> q, std::span<float> out, const AttendOptions& options) {
-  // No attention mass is requested: none of the policies the runtime offers (full, window, sinks)
-  // uses it, and skipping it saves a store per key and head.
+                     std::span<const float> q, std::span<float> out, std::span<float> mass,
+                     const AttendOptions& options) {
+  // Mass is requested only when a policy or calibration reads it (hidden-sinks, h2o): it costs a
+  // store per key and head.
   if (kernel == AttentionKernel::simd) {
-    attend(cache, layer, q, out, {}, options);
+    attend(cache, layer, q, out, mass, options);
   } else {
-    attend_reference(cache, layer, q, out, {}, options);
+    attend_reference(cache, layer, q, out, mass, options);
   }
 }
 

@@ -7,12 +7,18 @@
 #include <string>
 
 #include "kvcache/error.h"
+#include "kvcache/calibration.h"
 #include "kvcache/page_pool.h"
 #include "llama/layer_attention.h"
 #include "llama/matmul.h"
 
 namespace kvcache::llama {
 namespace {
+
+// A detector runs when a policy reads attention statistics or calibration is on.
+bool wants_detector(const CacheOptions& o) {
+  return o.policy.kind == PolicyKind::hidden_sinks || o.policy.kind == PolicyKind::h2o || o.calibrate_beta < 1.f;
+}
 
 StreamConfig stream_config(const ModelConfig& c, const CacheOptions& o) {
   StreamConfig s;
@@ -24,6 +30,7 @@ StreamConfig stream_config(const ModelConfig& c, const CacheOptions& o) {
   s.positions = o.positions;
   s.rope = RopeConfig{RopeStyle::adjacent_pairs, 10000.0};  // llama2.c's RoPE
   s.policy = o.policy;
+  if (wants_detector(o)) s.token_state_floats = SinkDetector(c.n_layers, c.n_heads, o.detector).state_floats();
   return s;
 }
 
@@ -48,8 +55,13 @@ Decoder::Decoder(std::shared_ptr<const Checkpoint> model, const CacheOptions& op
     : model_(std::move(model)),
       attention_(options.attention),
       cache_(make_pool(stream_config(model_->config(), options), options),
-             stream_config(model_->config(), options)) {
+             stream_config(model_->config(), options)),
+      calibrate_beta_(options.calibrate_beta) {
   const ModelConfig& c = model_->config();
+  if (!(options.calibrate_beta > 0.f && options.calibrate_beta <= 1.f)) {
+    throw InvalidArgument("calibration beta must be in (0, 1] (1 = off)");
+  }
+  if (wants_detector(options)) detector_.emplace(c.n_layers, c.n_heads, options.detector);
   const std::size_t B = kMaxBatch;
   x_.resize(B * c.dim);
   xb_.resize(B * c.dim);
@@ -77,7 +89,8 @@ std::span<const float> Decoder::prefill(std::span<const std::int32_t> tokens,
     // A batch is exact only if it evicts nothing (StreamCache plans eviction per batch), so it
     // may only fill the room left under the budget; once the cache is full, steps go one by one.
     const std::uint32_t budget = cache_.policy().budget(), kept = cache_.n_kept();
-    const std::size_t room = budget > kept ? budget - kept : 0;
+    // With a detector every query's attention is observed: one token at a time.
+    const std::size_t room = detector_ ? 1 : (budget > kept ? budget - kept : 0);
     const std::size_t n =
         std::max<std::size_t>(1, std::min({tokens.size() - i, room, std::size_t{kMaxBatch}}));
     forward(tokens.subspan(i, n), all_logits, i);
@@ -133,7 +146,16 @@ void Decoder::forward(std::span<const std::int32_t> tokens, std::vector<float>* 
       AttendOptions opt;
       opt.n_heads = c.n_heads;
       opt.query_index = n == 1 ? -1 : first_index + t;
-      layer_attention(attention_, cache_, il, row(q_, t, dim), row(att_, t, dim), opt);
+      if (detector_) {
+        // Single steps only (prefill runs one token at a time with a detector): the detector
+        // reads the newest query's attention over every kept token.
+        mass_.resize(std::size_t{c.n_heads} * cache_.n_kept());
+        layer_attention(attention_, cache_, il, row(q_, t, dim), row(att_, t, dim), mass_, opt);
+        detector_->observe(cache_, il, mass_);
+        if (calibrate_beta_ < 1.f) calibrated_ += calibrate_sinks(cache_, *detector_, il, calibrate_beta_, row(att_, t, dim), mass_);
+      } else {
+        layer_attention(attention_, cache_, il, row(q_, t, dim), row(att_, t, dim), {}, opt);
+      }
     }
     matmul(w.wo, dim, dim, rows(att_, n, dim), n, rows(xb2_, n, dim));
     for (std::size_t i = 0; i < std::size_t{n} * dim; ++i) x_[i] += xb2_[i];

@@ -4,11 +4,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
 #include "kvcache/dtype.h"
 #include "kvcache/policy.h"
+#include "kvcache/sink_detector.h"
 #include "kvcache/stream_cache.h"
 #include "llama/checkpoint.h"
 #include "llama/layer_attention.h"
@@ -26,6 +28,12 @@ struct CacheOptions {
   std::size_t max_kv_bytes = std::size_t{1} << 30;
   /// Attention implementation (the reference is for tests and comparisons).
   AttentionKernel attention = AttentionKernel::simd;
+  /// Sink detection (hidden_sinks and h2o read its results; see kvcache/sink_detector.h).
+  SinkDetectorOptions detector;
+  /// ACT calibration: attention on detected non-initial sinks is scaled by beta and renormalised
+  /// (kvcache/calibration.h). 1 = off (the default); in (0, 1) it runs the detector whatever the
+  /// policy.
+  float calibrate_beta = 1.f;
 };
 
 /// Runs the model on one token stream: RMSNorm, attention through the cache (keys appended before
@@ -57,6 +65,10 @@ class Decoder {
   const ModelConfig& config() const noexcept { return model_->config(); }
   const Checkpoint& checkpoint() const noexcept { return *model_; }
   const StreamCache& cache() const noexcept { return cache_; }
+  /// The sink detector, when the policy or calibration needs one (null otherwise).
+  const SinkDetector* detector() const noexcept { return detector_ ? &*detector_ : nullptr; }
+  /// (head, token) pairs whose attention calibration has scaled so far.
+  std::uint64_t calibrated_pairs() const noexcept { return calibrated_; }
 
  private:
   /// Runs tokens.size() <= kMaxBatch tokens through one begin(); a batch of more than one token
@@ -68,6 +80,9 @@ class Decoder {
   std::shared_ptr<const Checkpoint> model_;  ///< weights, shared and immutable
   AttentionKernel attention_;                ///< which kvcache attention to call
   StreamCache cache_;                        ///< this stream's KV cache
+  float calibrate_beta_ = 1.f;               ///< ACT calibration factor, 1 = off
+  std::optional<SinkDetector> detector_;     ///< present when attention mass is needed
+  std::uint64_t calibrated_ = 0;             ///< calibrated (head, token) pairs so far
   // Scratch, sized for kMaxBatch tokens and reused every step (no allocation while decoding).
   std::vector<float> x_;       ///< [batch][dim] residual stream
   std::vector<float> xb_;      ///< [batch][dim] normalised input of a sub-layer
@@ -79,6 +94,7 @@ class Decoder {
   std::vector<float> hb_;      ///< [batch][hidden] gate, then SwiGLU
   std::vector<float> hb2_;     ///< [batch][hidden] up projection
   std::vector<float> logits_;  ///< [vocab] logits of the last token fed
+  std::vector<float> mass_;    ///< [n_heads][n_kept] attention mass of one query (detector)
 };
 
 }  // namespace kvcache::llama

@@ -161,3 +161,61 @@ TEST_CASE("model: bad token ids are rejected") {
 }
 
 }  // namespace kvcache::llama::test
+
+namespace kvcache::llama::test {
+
+TEST_CASE("model: hidden-sinks feeds the detector and stays within the budget") {
+  CacheOptions o;
+  o.policy = PolicyConfig::hidden(4, 4, 48, 1);
+  o.detector = SinkDetectorOptions{2.f, 0.9f};  // permissive, so this weak-sink model pins some
+  Decoder dec(model(), o);
+  REQUIRE(dec.detector() != nullptr);
+  std::uint32_t most_hidden = 0;
+  for (std::int32_t t : sample_tokens(700)) {
+    REQUIRE(all_finite(dec.step(t)));
+    REQUIRE(dec.cache().n_kept() <= 48);
+    std::uint32_t hidden = 0;
+    for (const KeptToken& k : dec.cache().tokens()) hidden += k.meta.pin == PinReason::hidden_sink;
+    REQUIRE(hidden <= 4);
+    most_hidden = std::max(most_hidden, hidden);
+  }
+  CHECK(most_hidden > 0);  // the detector fed real attention to the policy
+  // Prefill with a detector goes token by token, so it equals single steps exactly.
+  Decoder a(model(), o), b(model(), o);
+  const auto toks = sample_tokens(120);
+  a.prefill(toks);
+  for (std::int32_t t : toks) b.step(t);
+  const std::span<const float> la = a.step(1);
+  const std::vector<float> after_prefill(la.begin(), la.end());
+  check_close(after_prefill, b.step(1), 0.0);
+}
+
+TEST_CASE("model: h2o and ACT calibration run end to end") {
+  CacheOptions h;
+  h.policy = PolicyConfig::heavy_hitters(16, 48);
+  Decoder heavy(model(), h);
+  for (std::int32_t t : sample_tokens(300)) REQUIRE(all_finite(heavy.step(t)));
+  CHECK(heavy.cache().n_kept() == 48);
+  CHECK(heavy.cache().n_pinned() == 16);
+
+  CacheOptions c;
+  c.policy = PolicyConfig::streaming(4, 48);
+  c.calibrate_beta = 0.5f;
+  Decoder calibrated(model(), c);
+  CacheOptions plain_options = c;
+  plain_options.calibrate_beta = 1.f;
+  Decoder plain(model(), plain_options);
+  double diff = 0;
+  for (std::int32_t t : sample_tokens(200)) {
+    const auto a = calibrated.step(t);
+    const auto b = plain.step(t);
+    REQUIRE(all_finite(a));
+    for (std::size_t i = 0; i < a.size(); ++i) diff = std::max(diff, double{std::abs(a[i] - b[i])});
+  }
+  CHECK(calibrated.calibrated_pairs() > 0);
+  CHECK(diff > 1e-3);  // calibration changed the computation
+  c.calibrate_beta = 0.f;
+  CHECK_THROWS_AS(Decoder(model(), c), InvalidArgument);
+}
+
+}  // namespace kvcache::llama::test
