@@ -229,8 +229,10 @@ std::optional<PageId> PagePool::try_allocate() noexcept {
     s.failed.fetch_add(1, std::memory_order_relaxed);
     return std::nullopt;
   }
-  [[maybe_unused]] const bool was = s.slot(*id)->in_use.exchange(true, std::memory_order_acq_rel);
-  assert(!was);
+  // The page came off a free list, so no other thread can name it: a plain store suffices.
+  // (release() keeps a compare-exchange so racing double releases cannot both succeed.)
+  assert(!s.slot(*id)->in_use.load(std::memory_order_relaxed));
+  s.slot(*id)->in_use.store(true, std::memory_order_relaxed);
   const std::size_t now = s.pages_in_use.fetch_add(1, std::memory_order_relaxed) + 1;
   std::size_t hw = s.high_water.load(std::memory_order_relaxed);
   while (now > hw && !s.high_water.compare_exchange_weak(hw, now, std::memory_order_relaxed)) {
