@@ -51,7 +51,8 @@ struct Piece {
 };
 
 // Loads lanes [i, i + Lanes(d)) of a cached row as f32. f16 rows are IEEE halves stored as
-// uint16; PromoteTo widens them exactly (F16C on AVX2/AVX-512, emulated elsewhere).
+// uint16; PromoteTo widens them exactly (F16C on AVX2/AVX-512, emulated elsewhere; Highway
+// 1.0.3's emulation turns half infinity into 65536, which only matters for non-finite K/V).
 template <bool kF16, class D>
 HWY_INLINE hn::Vec<D> LoadRow(D d, const std::byte* HWY_RESTRICT row, std::size_t i) {
   if constexpr (kF16) {
