@@ -2,7 +2,11 @@
 
 #include <thread>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <string>
 #include <cstring>
 #include <random>
 #include <set>
@@ -125,4 +129,26 @@ TEST_CASE("concurrent allocate and release on 8 threads keep exact accounting") 
   const PagePoolStats s = pool.stats();
   CHECK(s.pages_in_use == 0);
   CHECK(s.pages_free == s.pages_reserved);
+}
+
+TEST_CASE("destroying a pool with pages still out is reported, not undefined") {
+  // Capture stderr in a temporary file while the pool dies.
+  std::FILE* capture = std::tmpfile();
+  REQUIRE(capture != nullptr);
+  std::fflush(stderr);
+  const int saved = ::dup(::fileno(stderr));
+  ::dup2(::fileno(capture), ::fileno(stderr));
+  {
+    PagePool pool({64, 64 * 8});
+    pool.allocate();
+    pool.allocate();
+  }
+  std::fflush(stderr);
+  ::dup2(saved, ::fileno(stderr));
+  ::close(saved);
+  std::rewind(capture);
+  char text[256] = {};
+  const std::size_t n = std::fread(text, 1, sizeof text - 1, capture);
+  std::fclose(capture);
+  CHECK(std::string(text, n).find("2 page(s) still allocated") != std::string::npos);
 }
