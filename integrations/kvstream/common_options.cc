@@ -9,7 +9,7 @@
 
 namespace kvstream {
 
-void add_common_options(CLI::App& app, CommonOptions& o) {
+void add_common_options(CLI::App& app, CommonOptions& o, bool policy_flags) {
   app.add_option(
       "--model", o.model,
       "llama2.c checkpoint (.bin). Default: $KVCACHE_MODEL, else models/stories260K.bin in the repo, "
@@ -18,18 +18,20 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
       "--tokenizer", o.tokenizer,
       "llama2.c tokenizer (.bin). Default: $KVCACHE_TOKENIZER, else models/tok512.bin in the repo, "
       "else ../shared/models/tok512.bin next to the repo");
-  app.add_option(
-         "--policy", o.policy,
-         "KV retention: full (keep everything), window (last B tokens), sinks (first S tokens + last B-S, "
-         "StreamingLLM), hidden-sinks (first S + up to H detected sinks + the rest recent, all within B), "
-         "h2o (up to --heavy tokens with the most accumulated attention + the rest recent)")
-      ->check(CLI::IsMember({"full", "window", "sinks", "hidden-sinks", "h2o"}))
-      ->capture_default_str();
-  app.add_option("--budget", o.budget,
-                 "tokens kept per layer, everything pinned included (every policy but full), so policies "
-                 "compare at equal memory")
-      ->check(CLI::Range(1u, 1u << 30))
-      ->capture_default_str();
+  if (policy_flags) {
+    app.add_option(
+           "--policy", o.policy,
+           "KV retention: full (keep everything), window (last B tokens), sinks (first S tokens + last B-S, "
+           "StreamingLLM), hidden-sinks (first S + up to H detected sinks + the rest recent, all within B), "
+           "h2o (up to --heavy tokens with the most accumulated attention + the rest recent)")
+        ->check(CLI::IsMember({"full", "window", "sinks", "hidden-sinks", "h2o"}))
+        ->capture_default_str();
+    app.add_option("--budget", o.budget,
+                   "tokens kept per layer, everything pinned included (every policy but full), so policies "
+                   "compare at equal memory")
+        ->check(CLI::Range(1u, 1u << 30))
+        ->capture_default_str();
+  }
   app.add_option("--sinks", o.sinks,
                  "initial tokens pinned forever (sinks, hidden-sinks); the rest of the budget is the window")
       ->capture_default_str();
@@ -76,6 +78,16 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
                  "attention kernel: simd (Highway, online softmax) or reference (scalar oracle, slow)")
       ->check(CLI::IsMember({"simd", "reference"}))
       ->capture_default_str();
+}
+
+const char* pin_reason_name(kvcache::PinReason r) {
+  switch (r) {
+    case kvcache::PinReason::initial: return "initial";
+    case kvcache::PinReason::hidden_sink: return "hidden_sink";
+    case kvcache::PinReason::heavy_hitter: return "heavy_hitter";
+    case kvcache::PinReason::none: break;
+  }
+  return "none";
 }
 
 std::uint16_t sink_min_heads(const CommonOptions& o, const kvcache::llama::ModelConfig& model) {

@@ -33,8 +33,9 @@ struct CommonOptions {
   std::string attention = "simd";
 };
 
-/// Registers --model, --tokenizer and the cache flags on `app`, writing into `opts`.
-void add_common_options(CLI::App& app, CommonOptions& opts);
+/// Registers --model, --tokenizer and the cache flags on `app`, writing into `opts`. Without
+/// `policy_flags`, --policy and --budget are left out (sweep takes lists of them instead).
+void add_common_options(CLI::App& app, CommonOptions& opts, bool policy_flags = true);
 
 /// The decoder's cache options for the flags (validated by the library when the cache is built).
 /// `model` resolves --sink-min-heads 0 to 20% of its layer x head pairs.
@@ -55,6 +56,9 @@ LoadedModel load_model(const CommonOptions& opts);
 nlohmann::json policy_json(const CommonOptions& opts, const kvcache::llama::ModelConfig& model);
 /// One line: "policy sinks (4 sinks + 252 window = budget 256), reindexed positions, f32 KV".
 std::string policy_summary(const CommonOptions& opts, const kvcache::llama::ModelConfig& model);
+
+/// "initial", "hidden_sink", "heavy_hitter" or "none": why a kept token is pinned.
+const char* pin_reason_name(kvcache::PinReason reason);
 
 /// --sink-min-heads as used: the flag, or 20% of the model's layer x head pairs when it is 0.
 std::uint16_t sink_min_heads(const CommonOptions& opts, const kvcache::llama::ModelConfig& model);

@@ -7,7 +7,9 @@
 
 #include "generate.h"
 #include "kvcache/error.h"
+#include "inspect.h"
 #include "perplexity.h"
+#include "sweep.h"
 
 namespace {
 
@@ -35,6 +37,10 @@ int main(int argc, char** argv) {
   kvstream::PplOptions ppl;
   CLI::App* gen_cmd = kvstream::add_generate_command(app, gen);
   CLI::App* ppl_cmd = kvstream::add_ppl_command(app, ppl);
+  kvstream::SweepOptions sweep;
+  kvstream::InspectOptions inspect;
+  CLI::App* sweep_cmd = kvstream::add_sweep_command(app, sweep);
+  CLI::App* inspect_cmd = kvstream::add_inspect_command(app, inspect);
 
   try {
     app.parse(argc, argv);
@@ -50,6 +56,8 @@ int main(int argc, char** argv) {
   try {
     if (gen_cmd->parsed()) return kvstream::run_generate(gen);
     if (ppl_cmd->parsed()) return kvstream::run_ppl(ppl);
+    if (sweep_cmd->parsed()) return kvstream::run_sweep(sweep);
+    if (inspect_cmd->parsed()) return kvstream::run_inspect(inspect);
     return 2;
   } catch (const kvcache::PoolExhausted& e) {
     report("KV pool exhausted (raise --max-kv-mb or use a budgeted policy): ", e.what());

@@ -5,14 +5,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
-#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "kvcache/error.h"
-#include "llama/binary_io.h"
 #include "llama/model.h"
-#include "llama/token_file.h"
+#include "scoring.h"
 #include "text_output.h"
 
 namespace kvstream {
@@ -27,18 +24,7 @@ CLI::App* add_ppl_command(CLI::App& app, PplOptions& o) {
                          "is context and every later token is scored once. Give exactly one of --text, "
                          "--tokens. A progress bar goes to stderr when it is a terminal.");
   add_common_options(*cmd, o.common);
-  auto* text =
-      cmd->add_option("--text", o.text_file,
-                      "UTF-8 text file, tokenized as ONE document: BOS, then the whole file (blank lines and "
-                      "newlines kept as byte tokens, as in TinyStories training)");
-  auto* tokens = cmd->add_option("--tokens", o.tokens_file,
-                                 "pre-tokenized llama2.c shard (uint16 little-endian ids, as tinystories.py "
-                                 "pretokenize writes; stories already start with BOS)");
-  text->excludes(tokens);
-  tokens->excludes(text);
-  cmd->add_option("--max-tokens", o.max_tokens,
-                  "use at most N tokens of the file, the context token included; 0 = all")
-      ->capture_default_str();
+  add_token_input_options(*cmd, o.input, "use at most N tokens of the file, the context token included; 0 = all");
   cmd->add_option("--segment", o.segment, "scored tokens per reported segment")
       ->check(CLI::Range(1u, 1u << 30))
       ->capture_default_str();
@@ -47,26 +33,6 @@ CLI::App* add_ppl_command(CLI::App& app, PplOptions& o) {
 }
 
 namespace {
-
-std::string read_text_file(const std::string& path) {
-  const auto bytes = kvcache::llama::read_file_bytes(path, "text file");
-  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-}
-
-// -log p(target) under softmax(logits), in double.
-double nll(std::span<const float> logits, std::int32_t target) {
-  double mx = logits[0];
-  for (float l : logits) mx = std::max(mx, double{l});
-  double sum = 0;
-  for (float l : logits) sum += std::exp(double{l} - mx);
-  return std::log(sum) + mx - logits[static_cast<std::size_t>(target)];
-}
-
-struct Segment {
-  std::uint64_t begin = 0, end = 0;  ///< scored-token indices [begin, end)
-  double nll_sum = 0;
-  double ppl() const { return std::exp(nll_sum / static_cast<double>(end - begin)); }
-};
 
 void draw_progress(std::uint64_t done, std::uint64_t total, double nll_sum, double secs) {
   constexpr int kWidth = 30;
@@ -78,16 +44,6 @@ void draw_progress(std::uint64_t done, std::uint64_t total, double nll_sum, doub
                done ? std::exp(nll_sum / static_cast<double>(done)) : 0.0,
                secs > 0 ? static_cast<double>(done) / secs : 0.0);
   std::fflush(stderr);
-}
-
-const char* pin_reason_name(kvcache::PinReason r) {
-  switch (r) {
-    case kvcache::PinReason::initial: return "initial";
-    case kvcache::PinReason::hidden_sink: return "hidden_sink";
-    case kvcache::PinReason::heavy_hitter: return "heavy_hitter";
-    case kvcache::PinReason::none: break;
-  }
-  return "none";
 }
 
 // The tokens pinned at the end of the run and why: original position, token, reason, and the
@@ -121,56 +77,41 @@ void print_pinned(const kvcache::llama::Decoder& dec, const kvcache::llama::Toke
 }  // namespace
 
 int run_ppl(const PplOptions& o) {
-  if (o.text_file.empty() == o.tokens_file.empty()) {
-    throw kvcache::InvalidArgument("ppl needs exactly one of --text FILE or --tokens FILE");
-  }
   const LoadedModel m = load_model(o.common);
-  std::vector<std::int32_t> tokens =
-      o.text_file.empty() ? kvcache::llama::read_token_file(o.tokens_file, m.checkpoint->config().vocab_size)
-                          : m.tokenizer.encode(read_text_file(o.text_file), true, false);
-  if (o.max_tokens > 0 && tokens.size() > o.max_tokens) tokens.resize(o.max_tokens);
-  if (tokens.size() < 2) {
-    throw kvcache::InvalidArgument(
-        fmt::format("ppl needs at least 2 tokens (one context, one scored); got {}", tokens.size()));
-  }
+  const std::vector<std::int32_t> tokens = load_tokens(o.input, m, "ppl", 2);
 
   kvcache::llama::Decoder dec(m.checkpoint, cache_options(o.common, m.checkpoint->config()));
   install_signal_handlers();
   const bool progress = stderr_is_tty();
   const std::uint64_t n_scored = tokens.size() - 1;
-  std::vector<Segment> segments;
-  double nll_sum = 0;
   const auto start = Clock::now();
   auto last_draw = start;
-  std::uint64_t scored = 0;
-  for (; scored < n_scored && !interrupted(); ++scored) {
-    // Token t is fed; the logits it produces score token t + 1.
-    const double l = nll(dec.step(tokens[scored]), tokens[scored + 1]);
-    nll_sum += l;
-    if (scored % o.segment == 0) segments.push_back({scored, scored, 0});
-    segments.back().nll_sum += l;
-    segments.back().end = scored + 1;
-    if (progress && Clock::now() - last_draw > std::chrono::milliseconds(100)) {
+  ScoreProgress draw;
+  if (progress) {
+    draw = [&](std::uint64_t done, double nll_sum) {
+      if (Clock::now() - last_draw <= std::chrono::milliseconds(100)) return;
       last_draw = Clock::now();
-      draw_progress(scored + 1, n_scored, nll_sum, std::chrono::duration<double>(last_draw - start).count());
-    }
+      draw_progress(done, n_scored, nll_sum, std::chrono::duration<double>(last_draw - start).count());
+    };
   }
-  const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  const StreamScore r = score_stream(dec, tokens, o.segment, draw);
   if (progress) std::fprintf(stderr, "\r%s\r", std::string(80, ' ').c_str());
-  if (scored == 0) throw kvcache::Error("interrupted before any token was scored");
-
-  const double ppl = std::exp(nll_sum / static_cast<double>(scored));
-  const kvcache::StreamStats stats = dec.cache().stats();
-  const double tps = secs > 0 ? static_cast<double>(scored) / secs : 0.0;
+  if (r.scored == 0) throw kvcache::Error("interrupted before any token was scored");
+  const std::uint64_t scored = r.scored;
+  const std::vector<Segment>& segments = r.segments;
+  const double secs = r.seconds;
+  const double ppl = r.ppl();
+  const kvcache::StreamStats& stats = r.stats;
+  const double tps = r.tokens_per_second();
   if (o.json) {
     nlohmann::json j = policy_json(o.common, m.checkpoint->config());
     j["ppl"] = ppl;
-    j["nll_mean"] = nll_sum / static_cast<double>(scored);
+    j["nll_mean"] = r.nll_mean();
     j["tokens_scored"] = scored;
     j["tokens_total"] = tokens.size();
     j["complete"] = scored == n_scored;
-    j["source"] = o.text_file.empty() ? o.tokens_file : o.text_file;
-    j["source_kind"] = o.text_file.empty() ? "tokens" : "text";
+    j["source"] = o.input.source();
+    j["source_kind"] = o.input.source_kind();
     j["kv_bytes_peak"] = stats.kv_bytes_peak;
     j["tokens_kept"] = stats.tokens_kept;
     j["seconds"] = secs;

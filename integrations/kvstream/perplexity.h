@@ -6,14 +6,13 @@
 #include <string>
 
 #include "common_options.h"
+#include "token_input.h"
 
 namespace kvstream {
 
 struct PplOptions {
   CommonOptions common;
-  std::string text_file;         ///< --text: UTF-8 text, tokenized as one document after BOS
-  std::string tokens_file;       ///< --tokens: llama2.c uint16 token shard
-  std::uint64_t max_tokens = 0;  ///< use at most this many tokens (context token included); 0 = all
+  TokenInput input;              ///< --text / --tokens / --max-tokens
   std::uint32_t segment = 1024;  ///< scored tokens per reported segment
   bool json = false;             ///< one JSON object on stdout instead of the human report
 };

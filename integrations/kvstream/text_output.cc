@@ -3,16 +3,20 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 
 namespace kvstream {
 namespace {
 
-volatile std::sig_atomic_t g_interrupted = 0;
+// Set by the signal handler, read by every thread (sweep's workers poll it): a lock-free atomic
+// is both async-signal-safe and free of data races, unlike a volatile sig_atomic_t.
+std::atomic<bool> g_interrupted{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
 
 extern "C" void on_interrupt(int sig) {
-  g_interrupted = 1;
+  g_interrupted.store(true, std::memory_order_relaxed);
   std::signal(sig, SIG_DFL);  // a second Ctrl-C kills at once
 }
 
@@ -38,7 +42,7 @@ void install_signal_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-bool interrupted() { return g_interrupted != 0; }
+bool interrupted() { return g_interrupted.load(std::memory_order_relaxed); }
 
 std::string human_bytes(std::size_t bytes) {
   const auto b = static_cast<double>(bytes);

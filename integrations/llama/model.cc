@@ -17,7 +17,8 @@ namespace {
 
 // A detector runs when a policy reads attention statistics or calibration is on.
 bool wants_detector(const CacheOptions& o) {
-  return o.policy.kind == PolicyKind::hidden_sinks || o.policy.kind == PolicyKind::h2o || o.calibrate_beta < 1.f;
+  return o.force_detector || o.policy.kind == PolicyKind::hidden_sinks || o.policy.kind == PolicyKind::h2o ||
+         o.calibrate_beta < 1.f;
 }
 
 StreamConfig stream_config(const ModelConfig& c, const CacheOptions& o) {
@@ -78,6 +79,20 @@ Decoder::Decoder(std::shared_ptr<const Checkpoint> model, const CacheOptions& op
 std::span<const float> Decoder::step(std::int32_t token) {
   forward(std::span(&token, 1), nullptr, 0);
   return logits_;
+}
+
+bool Decoder::is_sink(std::uint32_t index, std::uint32_t layer, std::uint32_t head) {
+  if (!detector_) throw InvalidArgument("Decoder::is_sink: this decoder runs no sink detector");
+  return detector_->is_sink(cache_, index, layer, head);
+}
+
+void Decoder::set_attention_observer(AttentionObserver observer) {
+  if (observer && !detector_) {
+    throw InvalidArgument(
+        "Decoder::set_attention_observer: attention mass is only computed with a detector "
+        "(set CacheOptions::force_detector)");
+  }
+  observer_ = std::move(observer);
 }
 
 std::span<const float> Decoder::prefill(std::span<const std::int32_t> tokens,
@@ -153,6 +168,7 @@ void Decoder::forward(std::span<const std::int32_t> tokens, std::vector<float>* 
         layer_attention(attention_, cache_, il, row(q_, t, dim), row(att_, t, dim), mass_, opt);
         detector_->observe(cache_, il, mass_);
         if (calibrate_beta_ < 1.f) calibrated_ += calibrate_sinks(cache_, *detector_, il, calibrate_beta_, row(att_, t, dim), mass_);
+        if (observer_) observer_(il, mass_);  // after calibration: the attention actually applied
       } else {
         layer_attention(attention_, cache_, il, row(q_, t, dim), row(att_, t, dim), {}, opt);
       }

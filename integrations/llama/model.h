@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -34,7 +35,16 @@ struct CacheOptions {
   /// (kvcache/calibration.h). 1 = off (the default); in (0, 1) it runs the detector whatever the
   /// policy.
   float calibrate_beta = 1.f;
+  /// Run the sink detector (and compute every query's attention mass) even when neither the
+  /// policy nor calibration needs it: for diagnostics (kvstream inspect) under the full policy.
+  /// Decoding then goes one token at a time, as with any detector; the logits are unchanged.
+  bool force_detector = false;
 };
+
+/// Called after the attention of each layer of a single-token step with the n_heads x n_kept
+/// probabilities the newest query gave every kept token (cache order, see StreamCache::tokens()).
+/// The span is valid only during the call.
+using AttentionObserver = std::function<void(std::uint32_t layer, std::span<const float> mass)>;
 
 /// Runs the model on one token stream: RMSNorm, attention through the cache (keys appended before
 /// RoPE; the cache rotates them to their cache positions), GQA, SwiGLU FFN, classifier.
@@ -69,6 +79,13 @@ class Decoder {
   const SinkDetector* detector() const noexcept { return detector_ ? &*detector_ : nullptr; }
   /// (head, token) pairs whose attention calibration has scaled so far.
   std::uint64_t calibrated_pairs() const noexcept { return calibrated_; }
+  /// Whether the detector's rule holds now for cache index `index` in (layer, head)
+  /// (SinkDetector::is_sink on this decoder's cache). Throws InvalidArgument without a detector.
+  bool is_sink(std::uint32_t index, std::uint32_t layer, std::uint32_t head);
+  /// Installs (or, with an empty function, removes) an observer of every query's attention mass.
+  /// Needs a detector (CacheOptions::force_detector or a policy that uses one), since only then
+  /// is the mass computed; throws InvalidArgument otherwise.
+  void set_attention_observer(AttentionObserver observer);
 
  private:
   /// Runs tokens.size() <= kMaxBatch tokens through one begin(); a batch of more than one token
@@ -83,6 +100,7 @@ class Decoder {
   float calibrate_beta_ = 1.f;               ///< ACT calibration factor, 1 = off
   std::optional<SinkDetector> detector_;     ///< present when attention mass is needed
   std::uint64_t calibrated_ = 0;             ///< calibrated (head, token) pairs so far
+  AttentionObserver observer_;               ///< diagnostics hook, usually empty
   // Scratch, sized for kMaxBatch tokens and reused every step (no allocation while decoding).
   std::vector<float> x_;       ///< [batch][dim] residual stream
   std::vector<float> xb_;      ///< [batch][dim] normalised input of a sub-layer

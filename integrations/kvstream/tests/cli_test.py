@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""CLI tests of `kvstream sweep` and `kvstream inspect` (registered with CTest; stdlib only).
+
+Usage: cli_test.py {sweep|inspect} --kvstream BIN --model M --tokenizer T --text F
+Each test runs the binary into a temporary directory and checks what it wrote. A PNG is required
+only when an interpreter kvstream would use (python3, /usr/bin/python3) can import matplotlib;
+otherwise the test checks the warning instead and says that the PNG check was skipped.
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+TOKENS = "600"  # the first ~600 tokens: a few seconds for the whole grid, even under ASan
+
+
+def fail(msg):
+    print(f"FAIL: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+
+
+def run(args, expect=0):
+    p = subprocess.run(args, capture_output=True, text=True)
+    if p.returncode != expect:
+        fail(f"{' '.join(args)} exited {p.returncode}, expected {expect}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+    return p
+
+
+def matplotlib_available():
+    for py in ("python3", "/usr/bin/python3"):
+        try:
+            if subprocess.run([py, "-c", "import matplotlib"], capture_output=True).returncode == 0:
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def check_png(path, stderr):
+    if matplotlib_available():
+        check(os.path.isfile(path), f"{path} missing although matplotlib is available\nstderr:\n{stderr}")
+        with open(path, "rb") as f:
+            check(f.read(8) == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG")
+    else:
+        check("warning: no" in stderr, f"no plot and no warning\nstderr:\n{stderr}")
+        print(f"SKIP: matplotlib not available, {os.path.basename(path)} not checked")
+
+
+def test_sweep(a, tmp):
+    model = ["--model", a.model, "--tokenizer", a.tokenizer]
+    out = os.path.join(tmp, "sweep")
+    p = run([a.kvstream, "sweep", *model, "--text", a.text, "--max-tokens", TOKENS, "--policies", "sinks,window",
+             "--budgets", "64,32", "--jobs", "2", "--out", out])
+    with open(os.path.join(out, "sweep.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    check(len(rows) == 4, f"expected 4 rows, got {len(rows)}")
+    for col in ("policy", "budget", "kv_bytes", "ppl", "tokens_per_second", "sinks", "window", "tokens_scored",
+                "kv_dtype", "page_tokens"):
+        check(col in rows[0], f"column {col} missing from sweep.csv")
+    check([(r["policy"], r["budget"]) for r in rows] == [("sinks", "32"), ("sinks", "64"), ("window", "32"),
+                                                         ("window", "64")], f"rows out of order: {rows}")
+    for r in rows:
+        check(math.isfinite(float(r["ppl"])) and float(r["ppl"]) > 1, f"bad ppl {r['ppl']}")
+        check(float(r["tokens_per_second"]) > 0, "tokens_per_second not positive")
+        check(r["tokens_scored"] == str(int(TOKENS) - 1), f"tokens_scored {r['tokens_scored']}")
+        check(r["kv_dtype"] == "f32" and r["page_tokens"] == "16", "cache columns wrong")
+    for policy in ("sinks", "window"):
+        kv = [int(r["kv_bytes"]) for r in rows if r["policy"] == policy]
+        check(kv[0] < kv[1], f"{policy}: kv_bytes does not grow with the budget: {kv}")
+
+    with open(os.path.join(out, "sweep.json")) as f:
+        sweep = json.load(f)
+    check(len(sweep["points"]) == 4 and sweep["complete"], "sweep.json points/complete")
+    for point, row in zip(sweep["points"], rows):
+        check(point["policy"] == row["policy"] and point["ppl"] == float(row["ppl"]), "JSON and CSV disagree")
+        segs = point["segments"]
+        check(segs and segs[0]["begin"] == 0 and segs[-1]["end"] == int(TOKENS) - 1, f"segments {segs}")
+        # The same flags through `kvstream ppl`: one scoring loop, so bit-identical perplexity.
+        ppl = json.loads(run([a.kvstream, "ppl", *model, "--text", a.text, "--max-tokens", TOKENS, "--policy",
+                              point["policy"], "--budget", str(point["budget"]), "--json"]).stdout)
+        check(ppl["ppl"] == point["ppl"], f"{point['policy']}/{point['budget']}: sweep ppl {point['ppl']!r} != "
+                                          f"ppl {ppl['ppl']!r}")
+        check(ppl["kv_bytes_peak"] == point["kv_bytes"], "kv bytes differ from ppl's")
+    check_png(os.path.join(out, "sweep.png"), p.stderr)
+
+    # full runs once, without a budget; the plot is optional when no interpreter can be started.
+    out2 = os.path.join(tmp, "sweep2")
+    p = run([a.kvstream, "sweep", *model, "--text", a.text, "--max-tokens", "200", "--policies", "full,sinks",
+             "--budgets", "32", "--out", out2, "--python", os.path.join(tmp, "no-such-python")])
+    check("warning: no sweep.png plot" in p.stderr, f"missing-python warning absent: {p.stderr}")
+    with open(os.path.join(out2, "sweep.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    check([(r["policy"], r["budget"]) for r in rows] == [("full", ""), ("sinks", "32")], f"full rows: {rows}")
+    check(not os.path.exists(os.path.join(out2, "sweep.png")), "a PNG without python?")
+
+    # A bad grid point fails up front with one line naming it.
+    p = run([a.kvstream, "sweep", *model, "--text", a.text, "--max-tokens", "100", "--policies", "sinks",
+             "--budgets", "4", "--out", os.path.join(tmp, "bad")], expect=1)
+    check(p.stderr.count("\n") == 1 and "sinks budget 4" in p.stderr, f"bad error line: {p.stderr!r}")
+
+
+def test_inspect(a, tmp):
+    out = os.path.join(tmp, "inspect")
+    p = run([a.kvstream, "inspect", "--model", a.model, "--tokenizer", a.tokenizer, "--text", a.text,
+             "--max-tokens", "160", "--min-age", "16", "--out", out])
+    with open(os.path.join(out, "sinks.json")) as f:
+        rep = json.load(f)
+    with open(os.path.join(out, "inspect.json")) as f:
+        meta = json.load(f)
+    L, H, T = rep["n_layers"], rep["n_heads"], rep["n_tokens"]
+    check(T == 160 and meta["n_tokens"] == T and len(meta["tokens"]) == T, "token count")
+    check(len(rep["per_head"]) == L * H, "per_head must list every (layer, head)")
+    check(len(rep["initial_tokens"]) == rep["initial_sinks"] == 4, "initial_tokens")
+    for t in rep["initial_tokens"]:
+        check(math.isfinite(t["mean_share"]) and t["mean_share"] >= 0, f"initial token {t}")
+    check(rep["sinks"], "the detector found no sink at all in 160 tokens (it finds several)")
+    for s in rep["sinks"]:
+        for key in ("pos", "token", "piece", "kind", "heads", "n_heads", "mean_share", "max_share", "pinned"):
+            check(key in s, f"sink lacks {key}: {s}")
+        check(s["kind"] == ("initial" if s["pos"] < 4 else "hidden"), f"kind of {s}")
+        check(s["pos"] <= T - 1 - rep["min_age"], f"sink younger than --min-age: {s}")
+        check(s["n_heads"] == len(s["heads"]) >= 1, f"heads of {s}")
+        check(all(0 <= l < L and 0 <= h < H for l, h in s["heads"]), f"head out of range in {s}")
+        check(math.isfinite(s["mean_share"]) and s["max_share"] >= s["mean_share"] > 0, f"shares of {s}")
+        for l, h in s["heads"]:
+            entry = rep["per_head"][l * H + h]
+            check(s["pos"] in entry[s["kind"]], f"per_head[{l},{h}] misses {s['pos']}")
+    for l, name in enumerate(meta["files"]):
+        size = os.path.getsize(os.path.join(out, name))
+        check(size == H * T * T * 4, f"{name}: {size} bytes, expected {H * T * T * 4}")
+    check("pos" in p.stdout and "kind" in p.stdout, "no sink table on stdout")
+    check_png(os.path.join(out, "attention_layer0.png"), p.stderr)
+    if os.path.exists(os.path.join(out, "attention_layer0.png")):
+        for l in range(L):
+            check(os.path.isfile(os.path.join(out, f"attention_layer{l}.png")), f"attention_layer{l}.png")
+        check(os.path.isfile(os.path.join(out, "sinks_overview.png")), "sinks_overview.png")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("test", choices=("sweep", "inspect"))
+    ap.add_argument("--kvstream", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--tokenizer", required=True)
+    ap.add_argument("--text", required=True)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix=f"kvstream-{a.test}-") as tmp:
+        {"sweep": test_sweep, "inspect": test_inspect}[a.test](a, tmp)
+    print(f"PASS: kvstream {a.test}")
+
+
+if __name__ == "__main__":
+    main()
