@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs what is missing, then builds and runs the whole test suite three ways:
+# Installs what is missing, then builds and runs the whole test suite four ways:
 #   1. Release with -Werror (every test),
 #   2. ASan + UBSan (every test),
-#   3. TSan (the tests that run threads).
+#   3. TSan (the tests that run threads),
+#   4. libFuzzer (clang-14, ASan + UBSan): every fuzz target for a few seconds from the committed
+#      seed corpus (KVCACHE_FUZZ_SECONDS per target, default 5; long runs: scripts/fuzz.sh).
 # Usage: bash scripts/test.sh            (from anywhere)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install_deps.sh
+bash scripts/install_deps.sh clang-14 libclang-rt-14-dev
 jobs=$(nproc)
 for preset in ci asan tsan; do
   echo "=== $preset: configure and build ===" >&2
@@ -23,3 +25,5 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
   ctest --preset asan -j "$jobs"
 echo "=== tsan: threaded tests ===" >&2
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ctest --preset tsan -j "$jobs" -R "concurrent|threads"
+echo "=== fuzz: build and a short run of every target ===" >&2
+KVCACHE_BUILD_JOBS="$jobs" bash scripts/fuzz.sh --fresh --seconds "${KVCACHE_FUZZ_SECONDS:-5}"

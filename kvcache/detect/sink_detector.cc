@@ -63,7 +63,11 @@ void SinkDetector::observe(StreamCache& cache, std::uint32_t layer, std::span<co
       if (ema[h] > threshold) ++sinks_here;
     }
     *o.score += mass_sum;
-    const auto before = static_cast<std::uint32_t>(*layer_count);
+    // Token state may come from a snapshot file and hold anything; converting a float outside
+    // the integer's range is undefined behaviour, so take only a count this detector can write.
+    const float stored = *layer_count;
+    const std::uint32_t before =
+        stored >= 0.f && stored <= static_cast<float>(n_heads_) ? static_cast<std::uint32_t>(stored) : 0;
     *layer_count = static_cast<float>(sinks_here);
     const std::uint32_t total = *o.sink_heads - before + sinks_here;
     *o.sink_heads = static_cast<std::uint16_t>(std::min<std::uint32_t>(total, 0xffff));

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cmath>
 #include <cstring>
 #include <deque>
 #include <string>
@@ -27,11 +28,27 @@ StreamCache::StreamCache(std::shared_ptr<PagePool> pool, const StreamConfig& con
   if (!pool) throw InvalidArgument("StreamCache: pool is null");
   if (config.n_layers == 0) throw InvalidArgument("StreamCache: n_layers must be > 0");
   if (config.n_layers > 4096) throw InvalidArgument("StreamCache: n_layers must be <= 4096");
+  // Enumerators arrive from callers (and the C API) as plain integers: a value outside the enum
+  // would silently pick different code paths in different places (found by tests/fuzz/fuzz_api).
+  if (static_cast<std::uint8_t>(config.dtype) > static_cast<std::uint8_t>(DType::f16)) {
+    throw InvalidArgument("StreamCache: unknown dtype " +
+                          std::to_string(static_cast<unsigned>(config.dtype)));
+  }
+  if (static_cast<std::uint8_t>(config.positions) > static_cast<std::uint8_t>(PositionMode::absolute)) {
+    throw InvalidArgument("StreamCache: unknown position mode " +
+                          std::to_string(static_cast<unsigned>(config.positions)));
+  }
+  if (static_cast<std::uint8_t>(config.rope.style) > static_cast<std::uint8_t>(RopeStyle::half_split)) {
+    throw InvalidArgument("StreamCache: unknown rope style " +
+                          std::to_string(static_cast<unsigned>(config.rope.style)));
+  }
   config.layout().validate();
   if (config.rope.style != RopeStyle::none && config.head_dim % 2 != 0) {
     throw InvalidArgument("StreamCache: head_dim must be even with RoPE (got " + std::to_string(config.head_dim) + ")");
   }
-  if (!(config.rope.theta > 1.0)) throw InvalidArgument("StreamCache: rope theta must be > 1");
+  if (!(config.rope.theta > 1.0) || !std::isfinite(config.rope.theta)) {
+    throw InvalidArgument("StreamCache: rope theta must be finite and > 1");
+  }
   if (pool->page_bytes() < config.layout().page_bytes()) {
     throw InvalidArgument("StreamCache: pool pages of " + std::to_string(pool->page_bytes()) +
                           " bytes are smaller than the " + std::to_string(config.layout().page_bytes()) +

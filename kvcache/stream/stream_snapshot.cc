@@ -246,6 +246,11 @@ void StreamCache::restore(const std::filesystem::path& path) {
   const auto n_window = r.get<std::uint32_t>("n_window");
   const std::uint64_t n = std::uint64_t{n_pinned} + n_window;
   if (n > s.policy->budget() || n > s.seen) r.fail("holds " + std::to_string(n) + " tokens, more than its budget or tokens seen");
+  // Every token ever admitted is either kept or was evicted (a released pinned token counts).
+  if (s.evicted != s.seen - n) {
+    r.fail("counters disagree: " + std::to_string(s.seen) + " tokens seen, " + std::to_string(n) + " kept, " +
+           std::to_string(s.evicted) + " evicted");
+  }
   const std::size_t sw = cfg.token_state_floats;
   const std::size_t row_bytes = std::size_t{cfg.head_dim} * dtype_bytes(cfg.dtype);
   // Sizes are bounded by the budget and validated config, so these products cannot overflow.
@@ -253,6 +258,7 @@ void StreamCache::restore(const std::filesystem::path& path) {
   if (r.remaining() != need) {
     r.fail("body is " + std::to_string(r.remaining()) + " bytes, the header implies " + std::to_string(need));
   }
+  std::uint32_t n_hidden = 0, n_heavy = 0;  // pins made after arrival, by reason
   for (std::uint64_t i = 0; i < n; ++i) {
     TokenMeta m;
     m.pos = r.get<std::int64_t>("token position");
@@ -265,6 +271,21 @@ void StreamCache::restore(const std::filesystem::path& path) {
     const bool pinned = i < n_pinned;
     if (pinned == (m.pin == PinReason::none)) r.fail("token " + std::to_string(i) + " pin reason does not match its region");
     if (m.pos < 0 || static_cast<std::uint64_t>(m.pos) >= s.seen) r.fail("token position out of range");
+    // The pin must be one this stream's policy could have made: initial sinks are exactly the
+    // positions it pins on arrival (a window token among them would put later arrivals out of
+    // order), and only hidden-sinks and h2o pin tokens later, each up to its cap (beyond it the
+    // pinned region could fill the budget and no token could be admitted).
+    const bool arrival_pin = s.policy->on_arrival(m.pos) != PinReason::none;
+    if (arrival_pin != (m.pin == PinReason::initial))
+      r.fail("token " + std::to_string(i) + " pin reason does not match its position");
+    if (m.pin == PinReason::hidden_sink &&
+        ++n_hidden > (cfg.policy.kind == PolicyKind::hidden_sinks ? cfg.policy.hidden_sinks : 0)) {
+      r.fail("more hidden sinks pinned than the policy allows");
+    }
+    if (m.pin == PinReason::heavy_hitter &&
+        ++n_heavy > (cfg.policy.kind == PolicyKind::h2o ? s.policy->config().heavy : 0)) {
+      r.fail("more heavy hitters pinned than the policy allows");
+    }
     const TokenMeta* prev = i == 0 ? nullptr : (i - 1 < n_pinned ? &s.pinned.back() : &s.window.back());
     if (prev != nullptr && m.pos <= prev->pos) r.fail("token positions are not increasing");
     if (!pinned && i > n_pinned && m.pos != prev->pos + 1) r.fail("window positions are not consecutive");
@@ -276,8 +297,10 @@ void StreamCache::restore(const std::filesystem::path& path) {
     }
   }
   s.pinned_state.resize(std::size_t{n_pinned} * sw);
-  std::memcpy(s.pinned_state.data(), r.need(s.pinned_state.size() * sizeof(float), "pinned state"),
-              s.pinned_state.size() * sizeof(float));
+  const std::byte* pinned_src = r.need(s.pinned_state.size() * sizeof(float), "pinned state");
+  // An empty vector's data() may be null, and memcpy from or to null is undefined even for 0 bytes.
+  if (!s.pinned_state.empty())
+    std::memcpy(s.pinned_state.data(), pinned_src, s.pinned_state.size() * sizeof(float));
   for (std::uint32_t i = 0; i < n_window; ++i) {
     s.window_state.push_back_zero();
     const std::byte* src = r.need(sw * sizeof(float), "window state");
