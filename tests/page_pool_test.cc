@@ -2,6 +2,7 @@
 
 #include <thread>
 
+#include <sanitizer/asan_interface.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -152,3 +153,17 @@ TEST_CASE("destroying a pool with pages still out is reported, not undefined") {
   std::fclose(capture);
   CHECK(std::string(text, n).find("2 page(s) still allocated") != std::string::npos);
 }
+
+#if defined(__SANITIZE_ADDRESS__)
+TEST_CASE("under ASan, released pages are poisoned") {
+  PagePool pool({64, 64 * 8});
+  const PageId id = pool.allocate();
+  std::byte* p = pool.data(id);
+  CHECK_FALSE(__asan_address_is_poisoned(p));
+  pool.release(id);
+  CHECK(__asan_address_is_poisoned(p));
+  const PageId again = pool.allocate();
+  CHECK_FALSE(__asan_address_is_poisoned(pool.data(again)));
+  pool.release(again);
+}
+#endif

@@ -174,3 +174,21 @@ TEST_CASE("every page returns to the pool when streams are destroyed") {
   }
   CHECK(pool->stats().pages_in_use == 0);
 }
+
+TEST_CASE("reading a token not yet appended, or a moved-from config, is an error") {
+  auto pool = kvtest::make_pool(small_config(), 64);
+  StreamCache s(pool, small_config());
+  for (int i = 0; i < 3; ++i) kvtest::push_token(s);
+  std::int32_t id = 1;
+  s.begin({&id, 1});
+  std::vector<float> row(4);
+  CHECK_THROWS_AS(s.read_key(0, 3, 0, row), InvalidArgument);
+  CHECK_NOTHROW(s.read_key(0, 2, 0, row));
+  std::vector<float> kv(8, 0.5f);
+  s.append(0, kv, kv);
+  CHECK_NOTHROW(s.read_value(0, 3, 1, row));
+  CHECK_THROWS_AS(s.read_value(1, 3, 1, row), InvalidArgument);
+  StreamCache moved(std::move(s));
+  CHECK_THROWS_AS((void)s.config(), InvalidArgument);  // NOLINT(bugprone-use-after-move)
+  CHECK_THROWS_AS((void)s.policy(), InvalidArgument);  // NOLINT(bugprone-use-after-move)
+}

@@ -146,8 +146,9 @@ class StreamCache {
   /// PoolExhausted; on any error this stream is unchanged.
   void restore(const std::filesystem::path& path);
 
-  const StreamConfig& config() const noexcept;
-  const Policy& policy() const noexcept;
+  /// Throw InvalidArgument on a moved-from stream.
+  const StreamConfig& config() const;
+  const Policy& policy() const;
   StreamStats stats() const noexcept;
 
  private:

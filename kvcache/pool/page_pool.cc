@@ -8,6 +8,7 @@
 #include "kvcache/page_pool.h"
 
 #include <mimalloc.h>
+#include <sanitizer/asan_interface.h>
 #include <sys/mman.h>
 #include <oneapi/tbb/cache_aligned_allocator.h>
 #include <oneapi/tbb/enumerable_thread_specific.h>
@@ -122,6 +123,15 @@ struct PagePool::State {
     return std::nullopt;
   }
 
+  // Under AddressSanitizer free pages are poisoned, so a stale page pointer or an overrun into a
+  // neighbouring page is reported even though all pages share one mimalloc arena (the macros are
+  // no-ops in other builds).
+  void poison(PageId id) const { ASAN_POISON_MEMORY_REGION(page_ptr(id), page_bytes); }
+  void unpoison(PageId id) const { ASAN_UNPOISON_MEMORY_REGION(page_ptr(id), page_bytes); }
+  std::byte* page_ptr(PageId id) const {
+    return arena_data[id / pages_per_arena].load(std::memory_order_acquire) + (id % pages_per_arena) * page_bytes;
+  }
+
   PageSlot* slot(PageId id) const {
     const std::size_t a = id / pages_per_arena;
     if (a >= arenas_max) return nullptr;
@@ -179,6 +189,7 @@ struct PagePool::State {
     n_arenas.store(a + 1, std::memory_order_release);
     pages_reserved.fetch_add(count, std::memory_order_relaxed);
     // Push in reverse so the lowest id is handed out first.
+    ASAN_POISON_MEMORY_REGION(raw, bytes);
     for (std::size_t i = count; i-- > 0;) push(static_cast<PageId>(first + i));
     return true;
   }
@@ -209,6 +220,11 @@ PagePool::~PagePool() {
   if (out != 0) {
     std::fprintf(stderr, "kvcache: PagePool destroyed with %zu page(s) still allocated\n", out);
   }
+  const State& s = *state_;
+  for (std::size_t a = 0; a < s.n_arenas.load(); ++a) {  // mimalloc writes into blocks it frees
+    const std::size_t count = std::min(s.pages_per_arena, s.pages_max - a * s.pages_per_arena);
+    ASAN_UNPOISON_MEMORY_REGION(s.arena_data[a].load(), count * s.page_bytes);
+  }
 }
 
 std::optional<PageId> PagePool::try_allocate() noexcept {
@@ -233,6 +249,7 @@ std::optional<PageId> PagePool::try_allocate() noexcept {
   // (release() keeps a compare-exchange so racing double releases cannot both succeed.)
   assert(!s.slot(*id)->in_use.load(std::memory_order_relaxed));
   s.slot(*id)->in_use.store(true, std::memory_order_relaxed);
+  s.unpoison(*id);
   const std::size_t now = s.pages_in_use.fetch_add(1, std::memory_order_relaxed) + 1;
   std::size_t hw = s.high_water.load(std::memory_order_relaxed);
   while (now > hw && !s.high_water.compare_exchange_weak(hw, now, std::memory_order_relaxed)) {
@@ -257,6 +274,7 @@ void PagePool::release(PageId id) {
     throw InvalidArgument("PagePool::release: page " + std::to_string(id) + " is not in use (double release?)");
   }
   s.pages_in_use.fetch_sub(1, std::memory_order_relaxed);
+  s.poison(id);
   LocalCache* c = nullptr;
   try {
     c = &s.local();
@@ -275,8 +293,7 @@ void PagePool::release(PageId id) {
 std::byte* PagePool::data(PageId id) const noexcept {
   const State& s = *state_;
   assert(s.slot(id) != nullptr && s.slot(id)->in_use.load(std::memory_order_relaxed));
-  return s.arena_data[id / s.pages_per_arena].load(std::memory_order_acquire) +
-         (id % s.pages_per_arena) * s.page_bytes;
+  return s.page_ptr(id);
 }
 
 std::size_t PagePool::page_bytes() const noexcept { return state_->page_bytes; }

@@ -304,6 +304,16 @@ void check_read(const State* s, std::uint32_t layer, std::uint32_t index, std::u
                           std::to_string(index) + ", kv_head " + std::to_string(kv_head) + " or output size " +
                           std::to_string(out_size) + " out of range");
   }
+  if (!s->written[layer]) {
+    // Pending tokens end the pinned region and the window; their rows hold stale bytes.
+    const auto n_pinned = static_cast<std::uint32_t>(s->pinned.size());
+    const bool pending = index < n_pinned ? index >= n_pinned - s->pending_pinned
+                                          : index >= s->n_kept() - s->pending_window;
+    if (pending) {
+      throw InvalidArgument("StreamCache::read_key/read_value: token " + std::to_string(index) + " of layer " +
+                            std::to_string(layer) + " is not appended yet");
+    }
+  }
 }
 
 }  // namespace
@@ -360,8 +370,14 @@ void StreamCache::set_sink_heads(std::span<const std::uint16_t> heads) {
   }
 }
 
-const StreamConfig& StreamCache::config() const noexcept { return state_->config; }
-const Policy& StreamCache::policy() const noexcept { return *state_->policy; }
+const StreamConfig& StreamCache::config() const {
+  check_alive(state_.get());
+  return state_->config;
+}
+const Policy& StreamCache::policy() const {
+  check_alive(state_.get());
+  return *state_->policy;
+}
 
 StreamStats StreamCache::stats() const noexcept {
   StreamStats st;

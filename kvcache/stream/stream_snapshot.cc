@@ -253,8 +253,13 @@ void StreamCache::restore(const std::filesystem::path& path) {
   }
   const std::size_t sw = cfg.token_state_floats;
   const std::size_t row_bytes = std::size_t{cfg.head_dim} * dtype_bytes(cfg.dtype);
-  // Sizes are bounded by the budget and validated config, so these products cannot overflow.
-  const std::size_t need = n * (kMetaBytes + sw * sizeof(float)) + n * cfg.n_layers * cfg.n_kv_heads * 2 * row_bytes;
+  // Per token: a validated config bounds each factor (layers <= 4096, a page <= 2 GiB), so this
+  // fits in 64 bits; the token count is then checked by division before anything is multiplied.
+  const std::uint64_t per_token = kMetaBytes + sw * sizeof(float) + std::uint64_t{cfg.n_layers} * cfg.n_kv_heads * 2 * row_bytes;
+  if (n > r.remaining() / per_token) {
+    r.fail("holds " + std::to_string(n) + " tokens of " + std::to_string(per_token) + " bytes, more than the file");
+  }
+  const std::size_t need = static_cast<std::size_t>(n * per_token);
   if (r.remaining() != need) {
     r.fail("body is " + std::to_string(r.remaining()) + " bytes, the header implies " + std::to_string(need));
   }
