@@ -205,8 +205,10 @@ void KernelArgs(benchmark::internal::Benchmark* b) {
     }
   }
   // Larger pages give each head longer contiguous runs: the page-size trade-off for big heads.
-  for (int ctx : {4096, 32768}) {
-    for (int threads : {1, 2}) b->Args({1, 0, ctx, threads, 64});
+  for (int page : {32, 64, 128}) {
+    for (int ctx : {4096, 32768}) {
+      for (int threads : {1, 2}) b->Args({1, 0, ctx, threads, page});
+    }
   }
   for (int threads : {1, 2}) b->Args({2, 0, 32768, threads, 16});  // GQA: K/V read once for 4 queries
 }
