@@ -18,12 +18,19 @@ for preset in ci asan tsan; do
   [[ $preset == tsan ]] && targets=(--target kvcache_tests)
   cmake --build --preset "$preset" -j "$jobs" "${targets[@]}"
 done
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 echo "=== ci: tests ===" >&2
-ctest --preset ci -j "$jobs"
+ctest --preset ci -j "$jobs" | tee -a "$log"
 echo "=== asan: tests ===" >&2
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --preset asan -j "$jobs"
+  ctest --preset asan -j "$jobs" | tee -a "$log"
 echo "=== tsan: threaded tests ===" >&2
-TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ctest --preset tsan -j "$jobs" -R "concurrent|threads"
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ctest --preset tsan -j "$jobs" -R "concurrent|threads" |
+  tee -a "$log"
 echo "=== fuzz: build and a short run of every target ===" >&2
 KVCACHE_BUILD_JOBS="$jobs" bash scripts/fuzz.sh --fresh --seconds "${KVCACHE_FUZZ_SECONDS:-5}"
+# One closing line over the three ctest runs (each stopped the script had anything failed).
+passed=0
+while read -r n; do passed=$((passed + n)); done < <(sed -n 's/.*tests passed, 0 tests failed out of \([0-9]*\).*/\1/p' "$log")
+echo "kvcache: ${passed} passed, 0 failed"
