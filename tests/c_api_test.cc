@@ -1,7 +1,9 @@
 // The C API (kvcache.h): every entry point's error paths, and results equal to the C++ API's.
 #include <doctest/doctest.h>
 
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -592,4 +594,33 @@ TEST_CASE("c api: kvc_stream_observe equals attend with KVC_ATTEND_OBSERVE, and 
   const std::size_t n_kept = stats_of(a.get()).tokens_kept;
   std::vector<float> mass(2 * n_kept);
   CHECK(kvc_stream_observe(a.get(), 0, 2, mass.data(), mass.size()) == KVC_INVALID_ARGUMENT);
+}
+
+TEST_CASE("c api: save and restore a stream; a bad file is KVC_FORMAT_ERROR and changes nothing") {
+  PoolPtr pool = make_pool(256);
+  StreamPtr a = make_stream(pool.get(), c_config(KVC_POLICY_SINKS, 16));
+  StreamPtr b = make_stream(pool.get(), c_config(KVC_POLICY_SINKS, 16));
+  for (std::int64_t t = 0; t < 40; ++t) REQUIRE(push(a.get(), t) == KVC_OK);
+  const std::string path = (std::filesystem::temp_directory_path() / "kvcache_c_api_snapshot.snap").string();
+  REQUIRE(kvc_stream_save(a.get(), path.c_str()) == KVC_OK);
+  REQUIRE(kvc_stream_restore(b.get(), path.c_str()) == KVC_OK);
+  CHECK(stats_of(b.get()).tokens_seen == 40);
+  CHECK(tokens_of(b.get()).size() == tokens_of(a.get()).size());
+  std::vector<float> q = query(0, 40), oa(q.size()), ob(q.size());
+  REQUIRE(kvc_stream_attend(a.get(), 0, kHeads, q.data(), q.size(), oa.data(), oa.size(), nullptr, 0, nullptr) == KVC_OK);
+  REQUIRE(kvc_stream_attend(b.get(), 0, kHeads, q.data(), q.size(), ob.data(), ob.size(), nullptr, 0, nullptr) == KVC_OK);
+  CHECK(oa == ob);
+  {
+    std::FILE* f = std::fopen(path.c_str(), "r+b");
+    REQUIRE(f != nullptr);
+    std::fseek(f, 100, SEEK_SET);
+    std::fputc(0x5a, f);
+    std::fclose(f);
+  }
+  CHECK(kvc_stream_restore(b.get(), path.c_str()) == KVC_FORMAT_ERROR);
+  CHECK(error_mentions("checksum"));
+  CHECK(stats_of(b.get()).tokens_seen == 40);
+  CHECK(kvc_stream_restore(b.get(), nullptr) == KVC_INVALID_ARGUMENT);
+  CHECK(kvc_stream_save(nullptr, path.c_str()) == KVC_INVALID_ARGUMENT);
+  std::filesystem::remove(path);
 }

@@ -58,7 +58,7 @@ typedef enum kvc_status {
   KVC_OK = 0,               /* success */
   KVC_INVALID_ARGUMENT = 1, /* a NULL handle/pointer, a wrong size, a bad config, a call out of order */
   KVC_POOL_EXHAUSTED = 2,   /* the pool has no page left under its byte budget; retry after freeing */
-  KVC_FORMAT_ERROR = 3,     /* malformed input data (reserved for file-reading entry points) */
+  KVC_FORMAT_ERROR = 3,     /* malformed input file (kvc_stream_restore) */
   KVC_OUT_OF_MEMORY = 4,    /* the heap is exhausted (std::bad_alloc inside the library) */
   KVC_INTERNAL = 5          /* an unexpected failure inside the library: a bug, please report it */
 } kvc_status;
@@ -306,6 +306,18 @@ KVC_API kvc_status kvc_stream_observe(kvc_stream* stream, uint32_t layer, uint32
  * per-token eviction is the policy's, inside kvc_stream_begin.
  * Errors: stream NULL -> KVC_INVALID_ARGUMENT; KVC_OUT_OF_MEMORY (the stream is then unchanged). */
 KVC_API kvc_status kvc_stream_reset(kvc_stream* stream);
+
+/* Writes the stream (K/V, token metadata, detector state, counters) to `path` atomically: a
+ * temporary file beside it is written, fsynced and renamed (StreamCache::save).
+ * Errors: NULL arguments or pending tokens not appended in every layer -> KVC_INVALID_ARGUMENT;
+ * I/O failure -> KVC_INTERNAL with the OS message (the previous file at `path` is untouched). */
+KVC_API kvc_status kvc_stream_save(const kvc_stream* stream, const char* path);
+
+/* Replaces the stream's contents with the snapshot at `path`, which must have been saved from a
+ * stream with the same config (StreamCache::restore).
+ * Errors: a missing, truncated, corrupted or mismatched file -> KVC_FORMAT_ERROR naming the file
+ * and the problem; KVC_POOL_EXHAUSTED; on any error the stream is unchanged. */
+KVC_API kvc_status kvc_stream_restore(kvc_stream* stream, const char* path);
 
 /* Copies the stream's counters into *out.
  * Errors: stream or out NULL -> KVC_INVALID_ARGUMENT. */

@@ -366,6 +366,22 @@ kvc_status kvc_stream_reset(kvc_stream* stream) {
   });
 }
 
+kvc_status kvc_stream_save(const kvc_stream* stream, const char* path) {
+  return guarded("kvc_stream_save", [&] {
+    require(stream != nullptr, "stream is NULL");
+    require(path != nullptr, "path is NULL");
+    stream->cache.save(path);
+  });
+}
+
+kvc_status kvc_stream_restore(kvc_stream* stream, const char* path) {
+  return guarded("kvc_stream_restore", [&] {
+    require(stream != nullptr, "stream is NULL");
+    require(path != nullptr, "path is NULL");
+    stream->cache.restore(path);
+  });
+}
+
 kvc_status kvc_stream_stats_get(const kvc_stream* stream, kvc_stream_stats* out) {
   return guarded("kvc_stream_stats_get", [&] {
     require(stream != nullptr, "stream is NULL");
