@@ -12,6 +12,13 @@
 //            ratio     KV_GBps / triad_GBps
 //            MiB       working set; compare with the L3 size printed in the context (lscpu)
 #include <benchmark/benchmark.h>
+#include <hwy/aligned_allocator.h>
+#include <hwy/targets.h>
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/parallel_for.h>
+#include <oneapi/tbb/partitioner.h>
+#include <oneapi/tbb/task_arena.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <chrono>
@@ -23,15 +30,6 @@
 #include <memory>
 #include <utility>
 #include <vector>
-
-#include <sys/mman.h>
-
-#include <hwy/aligned_allocator.h>
-#include <hwy/targets.h>
-#include <oneapi/tbb/blocked_range.h>
-#include <oneapi/tbb/parallel_for.h>
-#include <oneapi/tbb/partitioner.h>
-#include <oneapi/tbb/task_arena.h>
 
 #include "kvcache/attention.h"
 #include "kvcache/attention/kernel.h"
@@ -84,24 +82,29 @@ double triad_bandwidth(std::size_t bytes, int threads) {
   };
   // First touch with the same partition as the timed loop (matters on NUMA; harmless here).
   arena.execute([&] {
-    oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<int>(0, threads, 1), [&](const oneapi::tbb::blocked_range<int>& r) {
-      for (int t = r.begin(); t != r.end(); ++t) {
-        const std::size_t lo = static_cast<std::size_t>(t) * chunk, hi = std::min(n, lo + chunk);
-        for (std::size_t i = lo; i < hi; ++i) {
-          pa[i] = 0.f;
-          b[i] = fill_value(i);
-          c[i] = fill_value(i + 7);
-        }
-      }
-    }, oneapi::tbb::static_partitioner());
+    oneapi::tbb::parallel_for(
+        oneapi::tbb::blocked_range<int>(0, threads, 1),
+        [&](const oneapi::tbb::blocked_range<int>& r) {
+          for (int t = r.begin(); t != r.end(); ++t) {
+            const std::size_t lo = static_cast<std::size_t>(t) * chunk, hi = std::min(n, lo + chunk);
+            for (std::size_t i = lo; i < hi; ++i) {
+              pa[i] = 0.f;
+              b[i] = fill_value(i);
+              c[i] = fill_value(i + 7);
+            }
+          }
+        },
+        oneapi::tbb::static_partitioner());
   });
   // Enough repetitions for ~0.2 s of work, at least 3, best time wins (STREAM's rule).
-  const int reps = static_cast<int>(std::clamp<std::size_t>((std::size_t{4} << 30) / (3 * n * sizeof(float)), 3, 200));
+  const int reps =
+      static_cast<int>(std::clamp<std::size_t>((std::size_t{4} << 30) / (3 * n * sizeof(float)), 3, 200));
   double best = 1e30;
   for (int rep = 0; rep < reps; ++rep) {
     const auto t0 = Clock::now();
     arena.execute([&] {
-      oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<int>(0, threads, 1), triad, oneapi::tbb::static_partitioner());
+      oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<int>(0, threads, 1), triad,
+                                oneapi::tbb::static_partitioner());
     });
     best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
     benchmark::DoNotOptimize(pa[rep % n]);
@@ -163,16 +166,17 @@ void BM_Kernel(benchmark::State& state) {
   for (std::uint32_t h = 0; h < cfg.n_kv_heads; ++h) {
     for (std::uint32_t p = 0; p < n_pages; ++p) {
       const std::byte* page = buf.get() + std::size_t{p} * page_bytes;
-      blocks[std::size_t{h} * n_pages + p] = {page + h * head_rows_bytes, page + half_bytes + h * head_rows_bytes,
-                                              std::min(page_tokens, ctx - p * page_tokens),
-                                              q.data() + std::size_t{h} * n_group * cfg.head_dim};
+      blocks[std::size_t{h} * n_pages + p] = {
+          page + h * head_rows_bytes, page + half_bytes + h * head_rows_bytes,
+          std::min(page_tokens, ctx - p * page_tokens), q.data() + std::size_t{h} * n_group * cfg.head_dim};
     }
   }
   std::vector<float> out(q.size());
   const float scale = 1.f / std::sqrt(static_cast<float>(cfg.head_dim));
   auto run_heads = [&](std::uint32_t h0, std::uint32_t h1) {
     for (std::uint32_t h = h0; h < h1; ++h) {
-      kvcache::kernels::attend_group(dtype, cfg.head_dim, n_group, scale, {blocks.data() + std::size_t{h} * n_pages, n_pages},
+      kvcache::kernels::attend_group(dtype, cfg.head_dim, n_group, scale,
+                                     {blocks.data() + std::size_t{h} * n_pages, n_pages},
                                      out.data() + std::size_t{h} * n_group * cfg.head_dim, nullptr, 0);
     }
   };
@@ -184,8 +188,9 @@ void BM_Kernel(benchmark::State& state) {
       run_heads(0, cfg.n_kv_heads);
     } else {
       arena.execute([&] {
-        oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<std::uint32_t>(0, cfg.n_kv_heads, 1),
-                                  [&](const oneapi::tbb::blocked_range<std::uint32_t>& r) { run_heads(r.begin(), r.end()); });
+        oneapi::tbb::parallel_for(
+            oneapi::tbb::blocked_range<std::uint32_t>(0, cfg.n_kv_heads, 1),
+            [&](const oneapi::tbb::blocked_range<std::uint32_t>& r) { run_heads(r.begin(), r.end()); });
       });
     }
     seconds += std::chrono::duration<double>(Clock::now() - t0).count();
@@ -219,8 +224,8 @@ void BM_KernelScalar(benchmark::State& state) {
   const HeadConfig& cfg = kConfigs[state.range(0)];
   const std::uint32_t ctx = 4096, n_group = cfg.n_heads / cfg.n_kv_heads;
   const std::size_t row = cfg.head_dim;
-  std::vector<float> k(std::size_t{ctx} * row * cfg.n_kv_heads), v(k.size()), q(std::size_t{cfg.n_heads} * row),
-      out(q.size());
+  std::vector<float> k(std::size_t{ctx} * row * cfg.n_kv_heads), v(k.size()),
+      q(std::size_t{cfg.n_heads} * row), out(q.size());
   for (std::size_t i = 0; i < k.size(); ++i) k[i] = v[i] = fill_value(i);
   for (std::size_t i = 0; i < q.size(); ++i) q[i] = fill_value(i + 5);
   for (auto _ : state) {
@@ -228,8 +233,8 @@ void BM_KernelScalar(benchmark::State& state) {
       const kvcache::kernels::HeadBlock blk{reinterpret_cast<const std::byte*>(k.data() + h * ctx * row),
                                             reinterpret_cast<const std::byte*>(v.data() + h * ctx * row), ctx,
                                             q.data() + h * n_group * row};
-      kvcache::kernels::attend_group_scalar(DType::f32, cfg.head_dim, n_group, 0.1f, {&blk, 1}, out.data() + h * n_group * row,
-                                            nullptr, 0);
+      kvcache::kernels::attend_group_scalar(DType::f32, cfg.head_dim, n_group, 0.1f, {&blk, 1},
+                                            out.data() + h * n_group * row, nullptr, 0);
     }
     benchmark::DoNotOptimize(out.data());
   }
@@ -253,7 +258,8 @@ void BM_Attend(benchmark::State& state) {
   sc.dtype = dtype;
   sc.policy = kvcache::PolicyConfig::full();
   const std::size_t page_bytes = sc.layout().page_bytes();
-  const std::size_t kv_bytes = std::size_t{2} * ctx * cfg.n_kv_heads * cfg.head_dim * kvcache::dtype_bytes(dtype);
+  const std::size_t kv_bytes =
+      std::size_t{2} * ctx * cfg.n_kv_heads * cfg.head_dim * kvcache::dtype_bytes(dtype);
   triad_bandwidth(kv_bytes, threads);
   auto pool = std::make_shared<kvcache::PagePool>(
       kvcache::PagePoolOptions{page_bytes, (ctx / kPageTokens + 2) * page_bytes, std::size_t{16} << 20});
@@ -264,7 +270,8 @@ void BM_Attend(benchmark::State& state) {
   std::vector<float> kv(std::size_t{batch} * cfg.n_kv_heads * cfg.head_dim);
   for (std::uint32_t t = 0; t < ctx; t += batch) {
     const std::uint32_t n = std::min(batch, ctx - t);
-    for (std::size_t i = 0; i < std::size_t{n} * cfg.n_kv_heads * cfg.head_dim; ++i) kv[i] = fill_value(i + t);
+    for (std::size_t i = 0; i < std::size_t{n} * cfg.n_kv_heads * cfg.head_dim; ++i)
+      kv[i] = fill_value(i + t);
     cache.begin({ids.data(), n});
     const std::span<const float> rows(kv.data(), std::size_t{n} * cfg.n_kv_heads * cfg.head_dim);
     cache.append(0, rows, rows);

@@ -32,7 +32,8 @@ struct Setup {
                                                          : kvcache::PolicyConfig::streaming(4, budget);
     c.token_state_floats = detector.state_floats();
     const std::size_t page = c.layout().page_bytes();
-    pool = std::make_shared<kvcache::PagePool>(kvcache::PagePoolOptions{page, page * kLayers * (budget / 8 + 8)});
+    pool = std::make_shared<kvcache::PagePool>(
+        kvcache::PagePoolOptions{page, page * kLayers * (budget / 8 + 8)});
     cache = std::make_unique<kvcache::StreamCache>(pool, c);
     for (std::uint32_t t = 0; t < budget + 100; ++t) admit();
     mass.resize(std::size_t{kHeads} * cache->n_kept());
@@ -67,7 +68,8 @@ void BM_Attention(benchmark::State& state) {
   const bool with_mass = state.range(1) != 0;
   for (auto _ : state) {
     for (std::uint32_t il = 0; il < kLayers; ++il) {
-      kvcache::attend(*s.cache, il, s.q, s.out, with_mass ? std::span<float>(s.mass) : std::span<float>(), {kHeads});
+      kvcache::attend(*s.cache, il, s.q, s.out, with_mass ? std::span<float>(s.mass) : std::span<float>(),
+                      {kHeads});
     }
   }
   state.SetItemsProcessed(state.iterations());
@@ -78,7 +80,8 @@ void BM_Attention(benchmark::State& state) {
 BENCHMARK(BM_Maintenance)
     ->ArgNames({"budget", "policy"})
     ->ArgsProduct({{256, 1024, 4096},
-                   {static_cast<int>(kvcache::PolicyKind::sinks), static_cast<int>(kvcache::PolicyKind::hidden_sinks)}});
+                   {static_cast<int>(kvcache::PolicyKind::sinks),
+                    static_cast<int>(kvcache::PolicyKind::hidden_sinks)}});
 BENCHMARK(BM_Detector)->ArgName("budget")->Arg(256)->Arg(1024)->Arg(4096);
 BENCHMARK(BM_Attention)->ArgNames({"budget", "mass"})->ArgsProduct({{256, 1024, 4096}, {0, 1}});
 BENCHMARK_MAIN();

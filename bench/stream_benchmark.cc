@@ -45,5 +45,7 @@ void BM_AppendEvict(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_AppendEvict)->ArgNames({"big", "page_tokens", "f16"})->ArgsProduct({{0, 1}, {16, 32, 64}, {0, 1}});
+BENCHMARK(BM_AppendEvict)
+    ->ArgNames({"big", "page_tokens", "f16"})
+    ->ArgsProduct({{0, 1}, {16, 32, 64}, {0, 1}});
 BENCHMARK_MAIN();

@@ -1,7 +1,6 @@
 // The Highway attention kernel equals its scalar twin on every target compiled into the binary,
 // and the SIMD attend() equals attend_reference() over a real StreamCache.
 #include <doctest/doctest.h>
-
 #include <hwy/targets.h>
 
 #include <algorithm>
@@ -46,8 +45,8 @@ struct Problem {
 // `grid`: draw values from multiples of 1/16 in [-4, 4] (exact in f16 and in f32 dot products),
 // used with a power-of-two scale to create logits in the thousands whose exact value both sides
 // agree on: a naive softmax overflows there, and any rounding of the logit would be amplified.
-Problem make_problem(DType dtype, std::uint32_t head_dim, std::uint32_t n_group, const std::vector<std::uint32_t>& split,
-                     bool grid, std::uint32_t seed) {
+Problem make_problem(DType dtype, std::uint32_t head_dim, std::uint32_t n_group,
+                     const std::vector<std::uint32_t>& split, bool grid, std::uint32_t seed) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> uni(-1.f, 1.f);
   std::uniform_int_distribution<int> steps(-64, 64);
@@ -126,8 +125,9 @@ const std::vector<std::vector<std::uint32_t>> kSplits = {
     {1, 1, 1, 1, 1},
     {16, 16, 16, 7},
     {3, 0, 1, 64, 130, 2},
-    {5, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 9},
+    {5, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 9},
     {300},
 };
 
@@ -218,7 +218,8 @@ TEST_CASE("attend_group: later, larger logits take over (rescaling of earlier ro
       q[d] = 1.f;
       for (std::uint32_t r = 0; r < p.blocks[b].n; ++r, ++j) {
         const float k0 = 0.5f * static_cast<float>(j);
-        std::memcpy(p.storage[b].data() + 4 + std::size_t{r} * d * 4, &k0, 4);  // K starts after 1 pad element
+        std::memcpy(p.storage[b].data() + 4 + std::size_t{r} * d * 4, &k0,
+                    4);  // K starts after 1 pad element
       }
     }
     const Diff diff = compare(p, true);
@@ -237,7 +238,8 @@ TEST_CASE("attend() equals attend_reference() over a StreamCache") {
         CAPTURE(dtype_name(dtype));
         CAPTURE(page_tokens);
         CAPTURE(head_dim);
-        StreamConfig c{2, 2, head_dim, page_tokens, dtype, PositionMode::reindexed, {}, PolicyConfig::streaming(4, 45)};
+        StreamConfig c{
+            2, 2, head_dim, page_tokens, dtype, PositionMode::reindexed, {}, PolicyConfig::streaming(4, 45)};
         StreamCache s(kvtest::make_pool(c, 512), c);
         const std::uint32_t n_heads = 8;
         double worst = 0;
@@ -254,7 +256,8 @@ TEST_CASE("attend() equals attend_reference() over a StreamCache") {
               std::vector<float> mass_r(std::size_t{n_heads} * s.n_kept()), mass_s(mass_r.size(), 5.f);
               attend_reference(s, il, q, out_r, mass_r, o);
               attend(s, il, q, out_s, mass_s, o);
-              for (std::size_t i = 0; i < q.size(); ++i) worst = std::max(worst, double{std::abs(out_r[i] - out_s[i])});
+              for (std::size_t i = 0; i < q.size(); ++i)
+                worst = std::max(worst, double{std::abs(out_r[i] - out_s[i])});
               for (std::size_t i = 0; i < mass_r.size(); ++i) {
                 worst = std::max(worst, double{std::abs(mass_r[i] - mass_s[i])});
               }

@@ -15,7 +15,8 @@ namespace {
 void rope_oracle(std::vector<double>& x, std::int64_t pos) {
   const std::size_t d = x.size();
   for (std::size_t i = 0; i < d / 2; ++i) {
-    const double angle = static_cast<double>(pos) * std::pow(10000.0, -2.0 * static_cast<double>(i) / static_cast<double>(d));
+    const double angle =
+        static_cast<double>(pos) * std::pow(10000.0, -2.0 * static_cast<double>(i) / static_cast<double>(d));
     const double a = x[2 * i], b = x[2 * i + 1];
     x[2 * i] = a * std::cos(angle) - b * std::sin(angle);
     x[2 * i + 1] = a * std::sin(angle) + b * std::cos(angle);
@@ -34,7 +35,8 @@ std::vector<double> rotated_key(const StreamConfig& c, std::uint32_t layer, std:
 // positions `at`): returns out (n_heads x d) and mass (n_heads x n).
 void dense_attention(const StreamConfig& c, std::uint32_t layer, std::uint32_t n_heads,
                      const std::vector<float>& q_pre, const std::vector<std::int64_t>& kept,
-                     const std::vector<std::int64_t>& at, std::vector<double>& out, std::vector<double>& mass) {
+                     const std::vector<std::int64_t>& at, std::vector<double>& out,
+                     std::vector<double>& mass) {
   const std::uint32_t d = c.head_dim, group = n_heads / c.n_kv_heads;
   const std::size_t n = kept.size();
   out.assign(std::size_t{n_heads} * d, 0.0);
@@ -57,7 +59,8 @@ void dense_attention(const StreamConfig& c, std::uint32_t layer, std::uint32_t n
     for (std::size_t j = 0; j < n; ++j) {
       const double p = logit[j] / sum;
       mass[hq * n + j] = p;
-      for (std::uint32_t i = 0; i < d; ++i) out[hq * d + i] += p * kvtest::synth(kvtest::kSaltV, layer, kept[j], h, i);
+      for (std::uint32_t i = 0; i < d; ++i)
+        out[hq * d + i] += p * kvtest::synth(kvtest::kSaltV, layer, kept[j], h, i);
     }
   }
 }
@@ -157,6 +160,7 @@ TEST_CASE("f16 pages attend within f16 rounding of f32 pages") {
     attend_reference(a, 0, q, oa, {}, AttendOptions{4});
     attend_reference(b, 0, q, ob, {}, AttendOptions{4});
     // f16 keeps 11 significant bits: relative error 2^-11 per element, values in [-1, 1).
-    for (std::size_t i = 0; i < 32; ++i) CHECK(std::abs(oa[i] - ob[i]) < (dt == DType::f32 ? 0.0 : 2e-3) + 1e-7);
+    for (std::size_t i = 0; i < 32; ++i)
+      CHECK(std::abs(oa[i] - ob[i]) < (dt == DType::f32 ? 0.0 : 2e-3) + 1e-7);
   }
 }

@@ -29,7 +29,9 @@ struct StreamDeleter {
 using PoolPtr = std::unique_ptr<kvc_pool, PoolDeleter>;
 using StreamPtr = std::unique_ptr<kvc_stream, StreamDeleter>;
 
-bool error_mentions(const char* what) { return std::string(kvc_last_error()).find(what) != std::string::npos; }
+bool error_mentions(const char* what) {
+  return std::string(kvc_last_error()).find(what) != std::string::npos;
+}
 
 // An enum object holding `v`, which may be outside the enumerators: what C code can pass.
 template <class E>
@@ -125,7 +127,8 @@ void push(kvcache::StreamCache& cache, std::int64_t pos, bool planted) {
 std::vector<float> query(std::uint32_t il, std::int64_t pos, bool planted = false) {
   std::vector<float> q(std::size_t{kHeads} * kDim, 1.f);
   if (planted) return q;
-  for (std::size_t i = 0; i < q.size(); ++i) q[i] = 2.f * kvtest::synth(97, il, static_cast<std::uint64_t>(pos), 0, i);
+  for (std::size_t i = 0; i < q.size(); ++i)
+    q[i] = 2.f * kvtest::synth(97, il, static_cast<std::uint64_t>(pos), 0, i);
   return q;
 }
 
@@ -239,9 +242,24 @@ TEST_CASE("c api: stream creation validates the config and names the field") {
   rejects([](kvc_stream_config& c) { c.positions = enum_of<kvc_position_mode>(-1); }, "positions -1");
   rejects([](kvc_stream_config& c) { c.rope_style = enum_of<kvc_rope_style>(3); }, "rope_style 3");
   rejects([](kvc_stream_config& c) { c.policy = enum_of<kvc_policy_kind>(5); }, "policy 5");
-  rejects([](kvc_stream_config& c) { c.detector = 1; c.n_heads = 3; }, "multiple of n_kv_heads");
-  rejects([](kvc_stream_config& c) { c.detector = 1; c.detector_alpha = 1.f; }, "alpha");
-  rejects([](kvc_stream_config& c) { c.detector = 1; c.detector_decay = 1.f; }, "decay");
+  rejects(
+      [](kvc_stream_config& c) {
+        c.detector = 1;
+        c.n_heads = 3;
+      },
+      "multiple of n_kv_heads");
+  rejects(
+      [](kvc_stream_config& c) {
+        c.detector = 1;
+        c.detector_alpha = 1.f;
+      },
+      "alpha");
+  rejects(
+      [](kvc_stream_config& c) {
+        c.detector = 1;
+        c.detector_decay = 1.f;
+      },
+      "decay");
 }
 
 TEST_CASE("c api: config defaults match the C++ defaults") {
@@ -300,15 +318,18 @@ TEST_CASE("c api: begin, append, attend, observe, tokens, stats, reset reject ba
   const std::size_t nq = q.size();
   CHECK(kvc_stream_attend(nullptr, 0, kHeads, q.data(), nq, out.data(), nq, nullptr, 0, nullptr) ==
         KVC_INVALID_ARGUMENT);
-  CHECK(kvc_stream_attend(s, 0, kHeads, nullptr, nq, out.data(), nq, nullptr, 0, nullptr) == KVC_INVALID_ARGUMENT);
-  CHECK(kvc_stream_attend(s, 0, kHeads, q.data(), nq, nullptr, nq, nullptr, 0, nullptr) == KVC_INVALID_ARGUMENT);
+  CHECK(kvc_stream_attend(s, 0, kHeads, nullptr, nq, out.data(), nq, nullptr, 0, nullptr) ==
+        KVC_INVALID_ARGUMENT);
+  CHECK(kvc_stream_attend(s, 0, kHeads, q.data(), nq, nullptr, nq, nullptr, 0, nullptr) ==
+        KVC_INVALID_ARGUMENT);
   CHECK(kvc_stream_attend(s, 0, kHeads, q.data(), nq - 1, out.data(), nq, nullptr, 0, nullptr) ==
         KVC_INVALID_ARGUMENT);
   CHECK(kvc_stream_attend(s, 0, kHeads, q.data(), nq, out.data(), nq + 1, nullptr, 0, nullptr) ==
         KVC_INVALID_ARGUMENT);
-  CHECK(kvc_stream_attend(s, 0, kHeads, q.data(), nq, out.data(), nq, mass.data(), mass.size() - 1, nullptr) ==
+  CHECK(kvc_stream_attend(s, 0, kHeads, q.data(), nq, out.data(), nq, mass.data(), mass.size() - 1,
+                          nullptr) == KVC_INVALID_ARGUMENT);
+  CHECK(kvc_stream_attend(s, 0, kHeads, q.data(), nq, out.data(), nq, nullptr, 4, nullptr) ==
         KVC_INVALID_ARGUMENT);
-  CHECK(kvc_stream_attend(s, 0, kHeads, q.data(), nq, out.data(), nq, nullptr, 4, nullptr) == KVC_INVALID_ARGUMENT);
   CHECK(error_mentions("mass is NULL"));
   CHECK(kvc_stream_attend(s, kLayers, kHeads, q.data(), nq, out.data(), nq, nullptr, 0, nullptr) ==
         KVC_INVALID_ARGUMENT);
@@ -319,14 +340,17 @@ TEST_CASE("c api: begin, append, attend, observe, tokens, stats, reset reject ba
   kvc_attend_options_init(nullptr);
   CHECK(opt.query_index == -1);
   opt.flags = 4;
-  CHECK(kvc_stream_attend(s, 0, kHeads, q.data(), nq, out.data(), nq, nullptr, 0, &opt) == KVC_INVALID_ARGUMENT);
+  CHECK(kvc_stream_attend(s, 0, kHeads, q.data(), nq, out.data(), nq, nullptr, 0, &opt) ==
+        KVC_INVALID_ARGUMENT);
   CHECK(error_mentions("flags"));
   kvc_attend_options_init(&opt);
   opt.query_index = st0.tokens_kept;
-  CHECK(kvc_stream_attend(s, 0, kHeads, q.data(), nq, out.data(), nq, nullptr, 0, &opt) == KVC_INVALID_ARGUMENT);
+  CHECK(kvc_stream_attend(s, 0, kHeads, q.data(), nq, out.data(), nq, nullptr, 0, &opt) ==
+        KVC_INVALID_ARGUMENT);
   kvc_attend_options_init(&opt);
   opt.scale = -1.f;
-  CHECK(kvc_stream_attend(s, 0, kHeads, q.data(), nq, out.data(), nq, nullptr, 0, &opt) == KVC_INVALID_ARGUMENT);
+  CHECK(kvc_stream_attend(s, 0, kHeads, q.data(), nq, out.data(), nq, nullptr, 0, &opt) ==
+        KVC_INVALID_ARGUMENT);
 
   // observe
   CHECK(kvc_stream_observe(nullptr, 0, kHeads, mass.data(), mass.size()) == KVC_INVALID_ARGUMENT);
@@ -359,13 +383,15 @@ TEST_CASE("c api: begin, append, attend, observe, tokens, stats, reset reject ba
   CHECK(st1.tokens_seen == st0.tokens_seen);
   CHECK(st1.pages == st0.pages);
   CHECK(st1.n_pending == 1);  // the last begin admitted one token
-  CHECK(kvc_stream_attend(s, 0, kHeads, q.data(), nq, out.data(), nq, mass.data(), mass.size(), nullptr) == KVC_OK);
+  CHECK(kvc_stream_attend(s, 0, kHeads, q.data(), nq, out.data(), nq, mass.data(), mass.size(), nullptr) ==
+        KVC_OK);
   CHECK(push(s, 13) == KVC_OK);
 
   // A layer not yet appended cannot be attended; the pending count shows the batch.
   REQUIRE(kvc_stream_begin(s, &id, 1) == KVC_OK);
   CHECK(stats_of(s).n_pending == 1);
-  CHECK(kvc_stream_attend(s, 0, kHeads, q.data(), nq, out.data(), nq, nullptr, 0, nullptr) == KVC_INVALID_ARGUMENT);
+  CHECK(kvc_stream_attend(s, 0, kHeads, q.data(), nq, out.data(), nq, nullptr, 0, nullptr) ==
+        KVC_INVALID_ARGUMENT);
   CHECK(error_mentions("not yet appended"));
   CHECK(kvc_stream_begin(s, &id, 1) == KVC_INVALID_ARGUMENT);
   CHECK(error_mentions("never appended"));
@@ -458,7 +484,8 @@ void check_same_as_cpp(kvc_stream_config c, kvcache::StreamConfig cpp, bool obse
       // Every other step the C side gets no mass buffer: OBSERVE must then use its own.
       const bool give_mass = t % 2 == 0;
       REQUIRE(kvc_stream_attend(c_stream.get(), il, kHeads, q.data(), q.size(), out_c.data(), out_c.size(),
-                                give_mass ? mass_c.data() : nullptr, give_mass ? mass_c.size() : 0, &opt) == KVC_OK);
+                                give_mass ? mass_c.data() : nullptr, give_mass ? mass_c.size() : 0,
+                                &opt) == KVC_OK);
       const kvcache::AttendOptions o{kHeads, 0.f, -1};
       if (reference) {
         kvcache::attend_reference(cache, il, q, out_cpp, mass_cpp, o);
@@ -512,7 +539,8 @@ void check_same_as_cpp(kvc_stream_config c, kvcache::StreamConfig cpp, bool obse
 
 TEST_CASE("c api: results equal the C++ API's for the same inputs") {
   SUBCASE("sinks, SIMD attention") {
-    check_same_as_cpp(c_config(KVC_POLICY_SINKS, 12), cpp_config(kvcache::PolicyKind::sinks, 12), false, false, 60);
+    check_same_as_cpp(c_config(KVC_POLICY_SINKS, 12), cpp_config(kvcache::PolicyKind::sinks, 12), false,
+                      false, 60);
   }
   SUBCASE("window, f16, absolute positions, half-split RoPE, reference attention") {
     kvc_stream_config c = c_config(KVC_POLICY_WINDOW, 9);
@@ -551,7 +579,8 @@ TEST_CASE("c api: results equal the C++ API's for the same inputs") {
   }
 }
 
-TEST_CASE("c api: kvc_stream_observe equals attend with KVC_ATTEND_OBSERVE, and checks the detector's heads") {
+TEST_CASE(
+    "c api: kvc_stream_observe equals attend with KVC_ATTEND_OBSERVE, and checks the detector's heads") {
   kvc_stream_config c = c_config(KVC_POLICY_HIDDEN_SINKS, 12);
   c.detector = 1;
   c.n_heads = kHeads;
@@ -607,8 +636,10 @@ TEST_CASE("c api: save and restore a stream; a bad file is KVC_FORMAT_ERROR and 
   CHECK(stats_of(b.get()).tokens_seen == 40);
   CHECK(tokens_of(b.get()).size() == tokens_of(a.get()).size());
   std::vector<float> q = query(0, 40), oa(q.size()), ob(q.size());
-  REQUIRE(kvc_stream_attend(a.get(), 0, kHeads, q.data(), q.size(), oa.data(), oa.size(), nullptr, 0, nullptr) == KVC_OK);
-  REQUIRE(kvc_stream_attend(b.get(), 0, kHeads, q.data(), q.size(), ob.data(), ob.size(), nullptr, 0, nullptr) == KVC_OK);
+  REQUIRE(kvc_stream_attend(a.get(), 0, kHeads, q.data(), q.size(), oa.data(), oa.size(), nullptr, 0,
+                            nullptr) == KVC_OK);
+  REQUIRE(kvc_stream_attend(b.get(), 0, kHeads, q.data(), q.size(), ob.data(), ob.size(), nullptr, 0,
+                            nullptr) == KVC_OK);
   CHECK(oa == ob);
   {
     std::FILE* f = std::fopen(path.c_str(), "r+b");

@@ -1,10 +1,11 @@
 // Calibration after the fact equals attention recomputed with the sinks' weights scaled by beta.
+#include "kvcache/calibration.h"
+
 #include <doctest/doctest.h>
 
 #include <cmath>
 
 #include "kvcache/attention.h"
-#include "kvcache/calibration.h"
 #include "kvcache/error.h"
 #include "tests/test_support.h"
 
@@ -13,7 +14,8 @@ using namespace kvcache;
 TEST_CASE("calibrate_sinks equals a direct softmax with beta on the hidden sinks' weights") {
   const std::uint32_t kHeads = 4;
   SinkDetector detector(1, kHeads);
-  StreamConfig c{1, 2, 8, 4, DType::f32, PositionMode::reindexed, {}, PolicyConfig::full(), detector.state_floats()};
+  StreamConfig c{
+      1, 2, 8, 4, DType::f32, PositionMode::reindexed, {}, PolicyConfig::full(), detector.state_floats()};
   StreamCache cache(kvtest::make_pool(c, 64), c);
   // Token 0 is an initial sink (pinned as such under a sinks policy; here full: plant by mass);
   // token 9 is a hidden sink in heads 1 and 3.
@@ -56,5 +58,6 @@ TEST_CASE("calibrate_sinks equals a direct softmax with beta on the hidden sinks
     for (int i = 0; i < 8; ++i) CHECK(std::abs(out[h * 8 + i] - want[i]) < 1e-5);
   }
   CHECK_THROWS_AS(calibrate_sinks(cache, detector, 0, 0.f, out, mass), InvalidArgument);
-  CHECK_THROWS_AS(calibrate_sinks(cache, detector, 0, 0.5f, out, std::span<float>(mass).first(3)), InvalidArgument);
+  CHECK_THROWS_AS(calibrate_sinks(cache, detector, 0, 0.5f, out, std::span<float>(mass).first(3)),
+                  InvalidArgument);
 }

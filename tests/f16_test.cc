@@ -1,9 +1,9 @@
 #include <doctest/doctest.h>
 
 #include <bit>
-#include <string>
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "hwy/highway.h"
@@ -80,7 +80,8 @@ TEST_CASE("bulk conversions equal the scalar ones on every compiled target") {
       for (std::size_t i = 0; i < n; ++i) CHECK(h[i] == f16_from_f32(src[i]));
       std::vector<float> back(n);
       convert_f16_to_f32(h, back);
-      for (std::size_t i = 0; i < n; ++i) CHECK(std::bit_cast<std::uint32_t>(back[i]) == std::bit_cast<std::uint32_t>(f32_from_f16(h[i])));
+      for (std::size_t i = 0; i < n; ++i)
+        CHECK(std::bit_cast<std::uint32_t>(back[i]) == std::bit_cast<std::uint32_t>(f32_from_f16(h[i])));
     }
   }
   hwy::SetSupportedTargetsForTest(0);

@@ -1,20 +1,19 @@
+#include "kvcache/page_pool.h"
+
 #include <doctest/doctest.h>
-
-#include <thread>
-
 #include <sanitizer/asan_interface.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
-#include <string>
 #include <cstring>
 #include <random>
 #include <set>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "kvcache/error.h"
-#include "kvcache/page_pool.h"
 
 using namespace kvcache;
 

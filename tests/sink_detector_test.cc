@@ -1,4 +1,6 @@
 // SinkDetector and the hidden-sinks / h2o policies on synthetic attention with planted sinks.
+#include "kvcache/sink_detector.h"
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -8,7 +10,6 @@
 #include <string>
 
 #include "kvcache/error.h"
-#include "kvcache/sink_detector.h"
 #include "tests/test_support.h"
 
 using namespace kvcache;
@@ -45,7 +46,8 @@ struct Harness {
       std::vector<float> mass(std::size_t{kHeads} * n);
       for (std::uint32_t h = 0; h < kHeads; ++h) {
         float sum = 0;
-        for (std::uint32_t j = 0; j < n; ++j) sum += mass[h * n + j] = pattern(kept[j].meta.pos, il, h, q) * noise(rng);
+        for (std::uint32_t j = 0; j < n; ++j)
+          sum += mass[h * n + j] = pattern(kept[j].meta.pos, il, h, q) * noise(rng);
         for (std::uint32_t j = 0; j < n; ++j) mass[h * n + j] /= sum;
       }
       if (on_mass) on_mass(kept, mass);
@@ -110,7 +112,8 @@ TEST_CASE("hidden-sinks keeps planted sinks past the window, within the cap and 
   // Sinks at 30, 50, 70, 90 (strength rising); cap 2: the two strongest must survive.
   Harness hx(PolicyConfig::hidden(4, 2, 24, 2));
   const Pattern pattern = [](std::int64_t pos, auto, auto, std::int64_t q) {
-    if (pos >= 30 && pos <= 90 && pos % 20 == 10) return (0.1f + 0.002f * static_cast<float>(pos)) * static_cast<float>(q + 1);
+    if (pos >= 30 && pos <= 90 && pos % 20 == 10)
+      return (0.1f + 0.002f * static_cast<float>(pos)) * static_cast<float>(q + 1);
     return 1.f;
   };
   for (int t = 0; t < 400; ++t) {
@@ -152,7 +155,8 @@ TEST_CASE("h2o keeps the tokens a naive H2O keeps, and the planted heavy hitters
   hx.on_mass = [&](const std::vector<KeptToken>& kept, const std::vector<float>& mass) {
     const std::size_t n = kept.size();
     for (std::size_t j = 0; j < n; ++j) {
-      auto it = std::find_if(oracle.begin(), oracle.end(), [&](const Tok& t) { return t.pos == kept[j].meta.pos; });
+      auto it =
+          std::find_if(oracle.begin(), oracle.end(), [&](const Tok& t) { return t.pos == kept[j].meta.pos; });
       REQUIRE(it != oracle.end());
       for (std::uint32_t h = 0; h < kHeads; ++h) it->score += mass[h * n + j];
     }
@@ -161,7 +165,8 @@ TEST_CASE("h2o keeps the tokens a naive H2O keeps, and the planted heavy hitters
     oracle.push_back({t, 0.0, false});
     while (oracle.size() > kBudget) {
       auto leaving = std::find_if(oracle.begin(), oracle.end(), [](const Tok& x) { return !x.pinned; });
-      const auto n_pinned = std::count_if(oracle.begin(), oracle.end(), [](const Tok& x) { return x.pinned; });
+      const auto n_pinned =
+          std::count_if(oracle.begin(), oracle.end(), [](const Tok& x) { return x.pinned; });
       if (n_pinned < kHeavy) {
         leaving->pinned = true;
         continue;

@@ -24,7 +24,8 @@ struct TempDir {
 };
 
 StreamConfig config(const SinkDetector& d, DType dt) {
-  return StreamConfig{2, 2, 8, 4, dt, PositionMode::reindexed, {}, PolicyConfig::hidden(4, 3, 20, 1), d.state_floats()};
+  return StreamConfig{
+      2, 2, 8, 4, dt, PositionMode::reindexed, {}, PolicyConfig::hidden(4, 3, 20, 1), d.state_floats()};
 }
 
 // One decode step: append, attend every layer, feed the detector; returns the outputs.

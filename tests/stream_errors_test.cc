@@ -92,7 +92,8 @@ TEST_CASE("wrong lengths, layers and call order leave the stream unchanged") {
   CHECK_THROWS_AS(s.append(2, eight, eight), InvalidArgument);
   CHECK(error_of([&] { s.begin({&id, 1}); }).find("layer 0") != std::string::npos);
   std::vector<float> q(8), out(8);
-  CHECK(error_of([&] { attend_reference(s, 0, q, out, {}, AttendOptions{2}); }).find("pending") != std::string::npos);
+  CHECK(error_of([&] { attend_reference(s, 0, q, out, {}, AttendOptions{2}); }).find("pending") !=
+        std::string::npos);
   CHECK(snapshot(s) == admitted);
 
   s.append(0, eight, eight);
@@ -148,8 +149,10 @@ TEST_CASE("a moved-from stream reports use after move") {
   kvtest::push_token(a);
   StreamCache b(std::move(a));
   std::int32_t id = 1;
-  CHECK(error_of([&] { a.begin({&id, 1}); }).find("moved") != std::string::npos);  // NOLINT(bugprone-use-after-move)
-  CHECK(a.n_kept() == 0);  // NOLINT(bugprone-use-after-move)
+  CHECK(error_of([&] {
+          a.begin({&id, 1});
+        }).find("moved") != std::string::npos);  // NOLINT(bugprone-use-after-move)
+  CHECK(a.n_kept() == 0);                        // NOLINT(bugprone-use-after-move)
   CHECK(b.n_kept() == 1);
 }
 

@@ -8,7 +8,8 @@ using namespace kvcache;
 
 namespace {
 
-void check_positions(PolicyConfig policy, std::uint32_t page_tokens, PositionMode mode, std::int64_t n_tokens) {
+void check_positions(PolicyConfig policy, std::uint32_t page_tokens, PositionMode mode,
+                     std::int64_t n_tokens) {
   StreamConfig c{2, 2, 4, page_tokens, DType::f32, mode, {}, policy};
   auto pool = kvtest::make_pool(c, 4096);
   StreamCache s(pool, c);
@@ -93,7 +94,8 @@ TEST_CASE("batched begin without eviction equals single steps") {
   for (std::uint32_t il = 0; il < c.n_layers; ++il) {
     std::vector<float> k, v;
     for (int t = 0; t < 20; ++t) {
-      auto kr = kvtest::synth_rows(c, kvtest::kSaltK, il, t), vr = kvtest::synth_rows(c, kvtest::kSaltV, il, t);
+      auto kr = kvtest::synth_rows(c, kvtest::kSaltK, il, t),
+           vr = kvtest::synth_rows(c, kvtest::kSaltV, il, t);
       k.insert(k.end(), kr.begin(), kr.end());
       v.insert(v.end(), vr.begin(), vr.end());
     }

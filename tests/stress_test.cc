@@ -46,7 +46,7 @@ StreamConfig random_config(std::mt19937& rng, std::uint32_t* n_heads) {
   StreamConfig c;
   c.n_layers = pick(1, 2);
   c.n_kv_heads = pick(1, 2);
-  c.head_dim = 4u << pick(0, 2);  // 4, 8, 16
+  c.head_dim = 4u << pick(0, 2);     // 4, 8, 16
   c.page_tokens = 2u << pick(0, 3);  // 2, 4, 8, 16
   c.dtype = pick(0, 1) ? DType::f16 : DType::f32;
   c.positions = pick(0, 3) == 0 ? PositionMode::absolute : PositionMode::reindexed;
@@ -55,10 +55,18 @@ StreamConfig random_config(std::mt19937& rng, std::uint32_t* n_heads) {
   c.rope.style = pick(0, 2) == 0 ? RopeStyle::none : RopeStyle::adjacent_pairs;
   const std::uint32_t budget = pick(8, 96);
   switch (pick(0, 3)) {
-    case 0: c.policy = PolicyConfig::window(budget); break;
-    case 1: c.policy = PolicyConfig::streaming(pick(1, 4), budget); break;
-    case 2: c.policy = PolicyConfig::hidden(pick(0, 4), pick(1, 3), budget, 1); break;
-    default: c.policy = PolicyConfig::heavy_hitters(pick(0, budget / 2), budget); break;
+    case 0:
+      c.policy = PolicyConfig::window(budget);
+      break;
+    case 1:
+      c.policy = PolicyConfig::streaming(pick(1, 4), budget);
+      break;
+    case 2:
+      c.policy = PolicyConfig::hidden(pick(0, 4), pick(1, 3), budget, 1);
+      break;
+    default:
+      c.policy = PolicyConfig::heavy_hitters(pick(0, budget / 2), budget);
+      break;
   }
   *n_heads = c.n_kv_heads * pick(1, 2);
   if (c.policy.kind == PolicyKind::hidden_sinks) c.token_state_floats = c.n_layers * *n_heads + c.n_layers;
@@ -188,8 +196,9 @@ TEST_CASE("stress: 64 streams with random policies on 2 threads share one pool w
   CHECK(ps.pages_in_use + ps.pages_free == ps.pages_reserved);
   CHECK(ps.failed_allocations == 0);
   CHECK(pins > 0);  // the hidden-sink and heavy-hitter paths ran
-  MESSAGE("pages in use " << ps.pages_in_use << ", high water " << ps.pages_high_water << ", streams recreated "
-                          << recreated.load() << ", hidden/heavy pins seen " << pins);
+  MESSAGE("pages in use " << ps.pages_in_use << ", high water " << ps.pages_high_water
+                          << ", streams recreated " << recreated.load() << ", hidden/heavy pins seen "
+                          << pins);
 
   drivers.clear();
   const PagePoolStats end = pool->stats();

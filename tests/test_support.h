@@ -51,8 +51,8 @@ inline void push_token(kvcache::StreamCache& s) {
 }
 
 inline std::shared_ptr<kvcache::PagePool> make_pool(const kvcache::StreamConfig& c, std::size_t pages) {
-  return std::make_shared<kvcache::PagePool>(
-      kvcache::PagePoolOptions{c.layout().page_bytes(), pages * ((c.layout().page_bytes() + 63) / 64 * 64), 1 << 16});
+  return std::make_shared<kvcache::PagePool>(kvcache::PagePoolOptions{
+      c.layout().page_bytes(), pages * ((c.layout().page_bytes() + 63) / 64 * 64), 1 << 16});
 }
 
 /// Original positions a StreamingLLM cache must hold after n tokens (window: sinks = 0;

@@ -20,7 +20,7 @@ namespace kvcache {
 /// out: n_heads x head_dim as attend() wrote it; mass: n_heads x n_kept from the same call.
 /// beta in (0, 1]; 1 changes nothing. Returns how many (head, token) pairs were calibrated.
 /// Throws InvalidArgument for sizes that do not match the cache or beta outside (0, 1].
-std::uint32_t calibrate_sinks(StreamCache& cache, const SinkDetector& detector, std::uint32_t layer, float beta,
-                              std::span<float> out, std::span<float> mass);
+std::uint32_t calibrate_sinks(StreamCache& cache, const SinkDetector& detector, std::uint32_t layer,
+                              float beta, std::span<float> out, std::span<float> mass);
 
 }  // namespace kvcache

@@ -112,10 +112,10 @@ typedef enum kvc_policy_kind {
 
 /* Why a kept token is pinned (kvc_token_info.pin). */
 typedef enum kvc_pin_reason {
-  KVC_PIN_NONE = 0,         /* in the rolling window */
-  KVC_PIN_INITIAL = 1,      /* an initial sink */
-  KVC_PIN_HIDDEN_SINK = 2,  /* a detected hidden sink */
-  KVC_PIN_HEAVY_HITTER = 3  /* an H2O heavy hitter */
+  KVC_PIN_NONE = 0,        /* in the rolling window */
+  KVC_PIN_INITIAL = 1,     /* an initial sink */
+  KVC_PIN_HIDDEN_SINK = 2, /* a detected hidden sink */
+  KVC_PIN_HEAVY_HITTER = 3 /* an H2O heavy hitter */
 } kvc_pin_reason;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -143,8 +143,8 @@ typedef struct kvc_pool_stats {
  * 2 * page_tokens * n_kv_heads * head_dim * (4 for f32, 2 for f16). Pass it (or more) as
  * kvc_pool_create's page_bytes for streams with that layout.
  * Errors: out NULL, a zero size, a bad dtype, or a page over 2 GiB -> KVC_INVALID_ARGUMENT. */
-KVC_API kvc_status kvc_page_bytes(uint32_t page_tokens, uint32_t n_kv_heads, uint32_t head_dim, kvc_dtype dtype,
-                                  size_t* out);
+KVC_API kvc_status kvc_page_bytes(uint32_t page_tokens, uint32_t n_kv_heads, uint32_t head_dim,
+                                  kvc_dtype dtype, size_t* out);
 
 /* Creates a pool of pages of `page_bytes` bytes (> 0, rounded up to a multiple of 64) holding at
  * most `max_bytes` bytes of pages (>= one rounded page). Memory is reserved lazily in arenas of
@@ -187,17 +187,17 @@ typedef struct kvc_stream_config {
   kvc_rope_style rope_style;   /* default KVC_ROPE_ADJACENT_PAIRS */
   double rope_theta;           /* RoPE base, > 1. Default 10000 */
   /* Retention policy (see policy.h). Eviction happens inside kvc_stream_begin. */
-  kvc_policy_kind policy; /* default KVC_POLICY_FULL */
-  uint32_t budget;        /* tokens kept per layer, pinned included; > 0 unless policy is FULL */
-  uint32_t sinks;         /* initial tokens pinned (SINKS, HIDDEN_SINKS); < budget. Default 4 */
-  uint32_t hidden_sinks;  /* cap on detected sinks pinned (HIDDEN_SINKS). Default 8 */
-  uint32_t heavy;         /* heavy-hitter slots (H2O); 0 = budget / 2. Default 0 */
+  kvc_policy_kind policy;  /* default KVC_POLICY_FULL */
+  uint32_t budget;         /* tokens kept per layer, pinned included; > 0 unless policy is FULL */
+  uint32_t sinks;          /* initial tokens pinned (SINKS, HIDDEN_SINKS); < budget. Default 4 */
+  uint32_t hidden_sinks;   /* cap on detected sinks pinned (HIDDEN_SINKS). Default 8 */
+  uint32_t heavy;          /* heavy-hitter slots (H2O); 0 = budget / 2. Default 0 */
   uint16_t min_sink_heads; /* (layer, head) pairs a detected sink needs (HIDDEN_SINKS). Default 2 */
   /* Sink detector (sink_detector.h): ACT-style rule, an EMA of attention received vs alpha / N. */
-  int detector;          /* non-zero: keep detector state per token and feed it from
-                            kvc_stream_attend(KVC_ATTEND_OBSERVE) / kvc_stream_observe. Default 0 */
-  float detector_alpha;  /* sink threshold in multiples of the uniform share, > 1. Default 5 */
-  float detector_decay;  /* per-query EMA decay in (0, 1). Default 0.9 */
+  int detector;         /* non-zero: keep detector state per token and feed it from
+                           kvc_stream_attend(KVC_ATTEND_OBSERVE) / kvc_stream_observe. Default 0 */
+  float detector_alpha; /* sink threshold in multiples of the uniform share, > 1. Default 5 */
+  float detector_decay; /* per-query EMA decay in (0, 1). Default 0.9 */
 } kvc_stream_config;
 
 /* Sets every field of *config to its default (documented above); n_layers, n_kv_heads, head_dim
@@ -258,12 +258,14 @@ KVC_API kvc_status kvc_stream_append(kvc_stream* stream, uint32_t layer, const f
                                      size_t n_floats);
 
 /* Flags of kvc_attend_options. */
-#define KVC_ATTEND_OBSERVE 1u   /* feed the attention mass back for the policy: to the sink detector
-                                   if the stream has one (it also accumulates scores), else to the
-                                   token scores (H2O). Use it for the newest query only, once per
-                                   layer per step. */
-#define KVC_ATTEND_REFERENCE 2u /* use the scalar reference kernel (two-pass softmax in double),
-                                   the oracle of the SIMD kernel: slower, for testing */
+#define KVC_ATTEND_OBSERVE                                                \
+  1u /* feed the attention mass back for the policy: to the sink detector \
+        if the stream has one (it also accumulates scores), else to the   \
+        token scores (H2O). Use it for the newest query only, once per    \
+        layer per step. */
+#define KVC_ATTEND_REFERENCE                                          \
+  2u /* use the scalar reference kernel (two-pass softmax in double), \
+        the oracle of the SIMD kernel: slower, for testing */
 
 /* Optional settings of kvc_stream_attend (NULL = all defaults, i.e. all fields zero except
  * query_index = -1). */

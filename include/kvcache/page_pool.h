@@ -23,15 +23,15 @@ struct PagePoolOptions {
 
 /// Exact counters; a snapshot (each field exact, fields read one after another).
 struct PagePoolStats {
-  std::size_t page_bytes = 0;         ///< bytes per page after rounding
-  std::size_t pages_max = 0;          ///< pages the budget allows
-  std::size_t pages_reserved = 0;     ///< pages carved from arenas so far
-  std::size_t pages_in_use = 0;       ///< pages allocated and not yet released
-  std::size_t pages_free = 0;         ///< reserved pages waiting on the free list
-  std::size_t pages_high_water = 0;   ///< maximum of pages_in_use ever observed
-  std::size_t bytes_reserved = 0;     ///< pages_reserved * page_bytes
-  std::size_t bytes_in_use = 0;       ///< pages_in_use * page_bytes
-  std::size_t arenas = 0;             ///< arenas allocated
+  std::size_t page_bytes = 0;            ///< bytes per page after rounding
+  std::size_t pages_max = 0;             ///< pages the budget allows
+  std::size_t pages_reserved = 0;        ///< pages carved from arenas so far
+  std::size_t pages_in_use = 0;          ///< pages allocated and not yet released
+  std::size_t pages_free = 0;            ///< reserved pages waiting on the free list
+  std::size_t pages_high_water = 0;      ///< maximum of pages_in_use ever observed
+  std::size_t bytes_reserved = 0;        ///< pages_reserved * page_bytes
+  std::size_t bytes_in_use = 0;          ///< pages_in_use * page_bytes
+  std::size_t arenas = 0;                ///< arenas allocated
   std::uint64_t failed_allocations = 0;  ///< allocate() calls refused for lack of budget
 };
 

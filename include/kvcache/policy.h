@@ -32,10 +32,10 @@ PolicyKind parse_policy(std::string_view name);
 /// Plain description of a policy; validated by make_policy().
 struct PolicyConfig {
   PolicyKind kind = PolicyKind::full;
-  std::uint32_t budget = 0;        ///< total tokens kept per layer, pinned included; unused by full
-  std::uint32_t sinks = 4;         ///< initial tokens pinned on arrival (sinks, hidden_sinks)
-  std::uint32_t hidden_sinks = 8;  ///< cap on detected sinks pinned (hidden_sinks)
-  std::uint32_t heavy = 0;         ///< heavy-hitter slots (h2o); 0 means budget / 2
+  std::uint32_t budget = 0;          ///< total tokens kept per layer, pinned included; unused by full
+  std::uint32_t sinks = 4;           ///< initial tokens pinned on arrival (sinks, hidden_sinks)
+  std::uint32_t hidden_sinks = 8;    ///< cap on detected sinks pinned (hidden_sinks)
+  std::uint32_t heavy = 0;           ///< heavy-hitter slots (h2o); 0 means budget / 2
   std::uint16_t min_sink_heads = 2;  ///< (layer, head) pairs a detected sink needs (hidden_sinks)
 
   static PolicyConfig full() { return {}; }
@@ -57,17 +57,17 @@ enum class PinReason : std::uint8_t { none, initial, hidden_sink, heavy_hitter }
 
 /// Per-token metadata the cache keeps for every kept token (shared by all layers).
 struct TokenMeta {
-  std::int64_t pos = 0;          ///< original position in the stream, 0-based
-  std::int32_t token = -1;       ///< token id given to StreamCache::begin
-  float score = 0.f;             ///< accumulated attention mass (fed by observers such as H2O)
-  std::uint16_t sink_heads = 0;  ///< (layer, head) pairs where a detector currently calls it a sink
+  std::int64_t pos = 0;             ///< original position in the stream, 0-based
+  std::int32_t token = -1;          ///< token id given to StreamCache::begin
+  float score = 0.f;                ///< accumulated attention mass (fed by observers such as H2O)
+  std::uint16_t sink_heads = 0;     ///< (layer, head) pairs where a detector currently calls it a sink
   PinReason pin = PinReason::none;  ///< why it is pinned, none in the window
 };
 
 /// What to do with the oldest window token when the cache is over budget.
 struct LeaveDecision {
-  PinReason pin = PinReason::none;      ///< none = evict it; otherwise pin it for this reason
-  std::optional<std::uint32_t> release; ///< index into the pinned region to release first
+  PinReason pin = PinReason::none;       ///< none = evict it; otherwise pin it for this reason
+  std::optional<std::uint32_t> release;  ///< index into the pinned region to release first
 };
 
 /// A retention policy. Implementations are immutable after construction: thread safe.

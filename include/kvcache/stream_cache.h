@@ -39,8 +39,8 @@ struct StreamConfig {
 
 /// A kept token as seen from outside, in cache order.
 struct KeptToken {
-  TokenMeta meta;             ///< original position, token id, score, pin reason
-  std::int64_t cache_pos = 0; ///< the position RoPE sees for it now
+  TokenMeta meta;              ///< original position, token id, score, pin reason
+  std::int64_t cache_pos = 0;  ///< the position RoPE sees for it now
 };
 
 /// A run of kept tokens stored in consecutive slots of one page, for attention kernels.
@@ -115,7 +115,8 @@ class StreamCache {
   /// Key of cache index `index`, `kv_head`, rotated to its cache position, as f32.
   void read_key(std::uint32_t layer, std::uint32_t index, std::uint32_t kv_head, std::span<float> out) const;
   /// Value of cache index `index`, `kv_head`, as f32.
-  void read_value(std::uint32_t layer, std::uint32_t index, std::uint32_t kv_head, std::span<float> out) const;
+  void read_value(std::uint32_t layer, std::uint32_t index, std::uint32_t kv_head,
+                  std::span<float> out) const;
 
   /// Mutable observer data of one kept token: its score, sink_heads and state row. Pointers stay
   /// valid until the next begin(). Policies read these at the next begin().

@@ -20,22 +20,22 @@ enum {
 };
 
 /* Prints the failed call and the library's message, then leaves. */
-#define CHECK_OK(call)                                                                         \
-  do {                                                                                         \
-    kvc_status st_ = (call);                                                                   \
-    if (st_ != KVC_OK) {                                                                       \
+#define CHECK_OK(call)                                                                          \
+  do {                                                                                          \
+    kvc_status st_ = (call);                                                                    \
+    if (st_ != KVC_OK) {                                                                        \
       fprintf(stderr, "%s:%d: %s -> %s: %s\n", __FILE__, __LINE__, #call, kvc_status_name(st_), \
-              kvc_last_error());                                                               \
-      exit(1);                                                                                 \
-    }                                                                                          \
+              kvc_last_error());                                                                \
+      exit(1);                                                                                  \
+    }                                                                                           \
   } while (0)
 
-#define EXPECT(cond)                                                            \
-  do {                                                                          \
-    if (!(cond)) {                                                              \
+#define EXPECT(cond)                                                           \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
       fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      exit(1);                                                                  \
-    }                                                                           \
+      exit(1);                                                                 \
+    }                                                                          \
   } while (0)
 
 /* Deterministic values in [-1, 1): a 32-bit xorshift, so the run is the same everywhere. */
@@ -80,8 +80,8 @@ static void run_stream(kvc_stream* stream) {
           EXPECT(sum > 0.999f && sum < 1.001f);
         }
       } else {
-        CHECK_OK(kvc_stream_attend(stream, il, N_HEADS, q, N_HEADS * HEAD_DIM, out, N_HEADS * HEAD_DIM, NULL, 0,
-                                   NULL));
+        CHECK_OK(kvc_stream_attend(stream, il, N_HEADS, q, N_HEADS * HEAD_DIM, out, N_HEADS * HEAD_DIM, NULL,
+                                   0, NULL));
       }
       /* Values are in [-1, 1), so every output (a convex mix of values) is too. */
       EXPECT(out[0] >= -1.0f && out[0] <= 1.0f && out[N_HEADS * HEAD_DIM - 1] >= -1.0f &&
@@ -115,7 +115,8 @@ static void show_exhaustion(void) {
     status = kvc_stream_begin(stream, &t, 1);
     if (status == KVC_OK) {
       uint32_t il;
-      for (il = 0; il < N_LAYERS; ++il) CHECK_OK(kvc_stream_append(stream, il, kv, kv, N_KV_HEADS * HEAD_DIM));
+      for (il = 0; il < N_LAYERS; ++il)
+        CHECK_OK(kvc_stream_append(stream, il, kv, kv, N_KV_HEADS * HEAD_DIM));
     }
   }
   EXPECT(status == KVC_POOL_EXHAUSTED);
@@ -166,10 +167,10 @@ int main(void) {
   CHECK_OK(kvc_stream_stats_get(stream, &st));
   CHECK_OK(kvc_pool_stats_get(pool, &ps));
   printf("stream: seen %llu, kept %u (pinned %u), evicted %llu, pages %zu, kv_bytes %zu (peak %zu)\n",
-         (unsigned long long)st.tokens_seen, st.tokens_kept, st.tokens_pinned, (unsigned long long)st.tokens_evicted,
-         st.pages, st.kv_bytes, st.kv_bytes_peak);
-  printf("pool: page_bytes %zu, pages in use %zu of %zu (high water %zu), reserved %zu bytes\n", ps.page_bytes,
-         ps.pages_in_use, ps.pages_max, ps.pages_high_water, ps.bytes_reserved);
+         (unsigned long long)st.tokens_seen, st.tokens_kept, st.tokens_pinned,
+         (unsigned long long)st.tokens_evicted, st.pages, st.kv_bytes, st.kv_bytes_peak);
+  printf("pool: page_bytes %zu, pages in use %zu of %zu (high water %zu), reserved %zu bytes\n",
+         ps.page_bytes, ps.pages_in_use, ps.pages_max, ps.pages_high_water, ps.bytes_reserved);
   EXPECT(st.tokens_seen == N_TOKENS);
   EXPECT(st.tokens_kept == BUDGET && st.tokens_pinned == SINKS);
   EXPECT(st.tokens_evicted == N_TOKENS - BUDGET);

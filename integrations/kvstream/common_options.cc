@@ -1,8 +1,8 @@
 #include "common_options.h"
 
-#include <algorithm>
-
 #include <fmt/format.h>
+
+#include <algorithm>
 
 #include "kvcache/dtype.h"
 #include "llama/model_paths.h"
@@ -48,10 +48,11 @@ void add_common_options(CLI::App& app, CommonOptions& o, bool policy_flags) {
   app.add_option("--sink-decay", o.sink_decay, "sink detector: per-query decay of the attention average")
       ->check(CLI::Range(0.001, 0.999))
       ->capture_default_str();
-  app.add_option("--sink-min-heads", o.sink_min_heads,
-                 "hidden-sinks: (layer, head) pairs where the rule must hold for a token to be pinned; 0 = 20% of "
-                 "the model's pairs (8 of stories260K's 40: with fewer, stray tokens such as URL brackets in "
-                 "licence text get pinned and hurt perplexity, see README)")
+  app.add_option(
+         "--sink-min-heads", o.sink_min_heads,
+         "hidden-sinks: (layer, head) pairs where the rule must hold for a token to be pinned; 0 = 20% of "
+         "the model's pairs (8 of stories260K's 40: with fewer, stray tokens such as URL brackets in "
+         "licence text get pinned and hurt perplexity, see README)")
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
   app.add_option("--calibrate-beta", o.calibrate_beta,
@@ -82,10 +83,14 @@ void add_common_options(CLI::App& app, CommonOptions& o, bool policy_flags) {
 
 const char* pin_reason_name(kvcache::PinReason r) {
   switch (r) {
-    case kvcache::PinReason::initial: return "initial";
-    case kvcache::PinReason::hidden_sink: return "hidden_sink";
-    case kvcache::PinReason::heavy_hitter: return "heavy_hitter";
-    case kvcache::PinReason::none: break;
+    case kvcache::PinReason::initial:
+      return "initial";
+    case kvcache::PinReason::hidden_sink:
+      return "hidden_sink";
+    case kvcache::PinReason::heavy_hitter:
+      return "heavy_hitter";
+    case kvcache::PinReason::none:
+      break;
   }
   return "none";
 }
@@ -100,13 +105,21 @@ kvcache::llama::CacheOptions cache_options(const CommonOptions& o, const kvcache
   kvcache::llama::CacheOptions c;
   const kvcache::PolicyKind kind = kvcache::parse_policy(o.policy);
   switch (kind) {
-    case kvcache::PolicyKind::full: c.policy = kvcache::PolicyConfig::full(); break;
-    case kvcache::PolicyKind::window: c.policy = kvcache::PolicyConfig::window(o.budget); break;
-    case kvcache::PolicyKind::sinks: c.policy = kvcache::PolicyConfig::streaming(o.sinks, o.budget); break;
+    case kvcache::PolicyKind::full:
+      c.policy = kvcache::PolicyConfig::full();
+      break;
+    case kvcache::PolicyKind::window:
+      c.policy = kvcache::PolicyConfig::window(o.budget);
+      break;
+    case kvcache::PolicyKind::sinks:
+      c.policy = kvcache::PolicyConfig::streaming(o.sinks, o.budget);
+      break;
     case kvcache::PolicyKind::hidden_sinks:
       c.policy = kvcache::PolicyConfig::hidden(o.sinks, o.hidden_sinks, o.budget, sink_min_heads(o, model));
       break;
-    case kvcache::PolicyKind::h2o: c.policy = kvcache::PolicyConfig::heavy_hitters(o.heavy, o.budget); break;
+    case kvcache::PolicyKind::h2o:
+      c.policy = kvcache::PolicyConfig::heavy_hitters(o.heavy, o.budget);
+      break;
   }
   c.detector = kvcache::SinkDetectorOptions{o.sink_alpha, o.sink_decay};
   c.calibrate_beta = o.calibrate_beta;
@@ -179,8 +192,9 @@ std::string policy_summary(const CommonOptions& o, const kvcache::llama::ModelCo
     p = fmt::format("sinks ({} sinks + {} window = budget {})", o.sinks,
                     o.budget > o.sinks ? o.budget - o.sinks : 0, o.budget);
   } else if (o.policy == "hidden-sinks") {
-    p = fmt::format("hidden-sinks ({} sinks + up to {} detected sinks + window = budget {}; alpha {}, {} heads)",
-                    o.sinks, o.hidden_sinks, o.budget, o.sink_alpha, sink_min_heads(o, model));
+    p = fmt::format(
+        "hidden-sinks ({} sinks + up to {} detected sinks + window = budget {}; alpha {}, {} heads)", o.sinks,
+        o.hidden_sinks, o.budget, o.sink_alpha, sink_min_heads(o, model));
   } else {
     p = fmt::format("h2o ({} heavy hitters + window = budget {})", o.heavy == 0 ? o.budget / 2 : o.heavy,
                     o.budget);

@@ -20,12 +20,12 @@ struct CommonOptions {
   std::string policy = "sinks";
   std::uint32_t budget = 256;
   std::uint32_t sinks = 4;
-  std::uint32_t hidden_sinks = 8;   ///< cap on detected sinks pinned (hidden-sinks)
-  std::uint32_t heavy = 0;          ///< heavy-hitter slots (h2o), 0 = budget / 2
-  float sink_alpha = 5.f;           ///< detector threshold, multiples of the uniform share
-  float sink_decay = 0.9f;          ///< detector EMA decay per query
-  std::uint16_t sink_min_heads = 0; ///< (layer, head) pairs a hidden sink needs; 0 = 20% of them
-  float calibrate_beta = 1.f;       ///< ACT calibration, 1 = off
+  std::uint32_t hidden_sinks = 8;    ///< cap on detected sinks pinned (hidden-sinks)
+  std::uint32_t heavy = 0;           ///< heavy-hitter slots (h2o), 0 = budget / 2
+  float sink_alpha = 5.f;            ///< detector threshold, multiples of the uniform share
+  float sink_decay = 0.9f;           ///< detector EMA decay per query
+  std::uint16_t sink_min_heads = 0;  ///< (layer, head) pairs a hidden sink needs; 0 = 20% of them
+  float calibrate_beta = 1.f;        ///< ACT calibration, 1 = off
   std::uint32_t page_tokens = 16;
   std::string kv_dtype = "f32";
   std::string positions = "reindexed";
@@ -39,7 +39,8 @@ void add_common_options(CLI::App& app, CommonOptions& opts, bool policy_flags = 
 
 /// The decoder's cache options for the flags (validated by the library when the cache is built).
 /// `model` resolves --sink-min-heads 0 to 20% of its layer x head pairs.
-kvcache::llama::CacheOptions cache_options(const CommonOptions& opts, const kvcache::llama::ModelConfig& model);
+kvcache::llama::CacheOptions cache_options(const CommonOptions& opts,
+                                           const kvcache::llama::ModelConfig& model);
 
 /// Model, tokenizer and where they came from.
 struct LoadedModel {

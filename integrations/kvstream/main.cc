@@ -6,8 +6,8 @@
 #include <string>
 
 #include "generate.h"
-#include "kvcache/error.h"
 #include "inspect.h"
+#include "kvcache/error.h"
 #include "perplexity.h"
 #include "sweep.h"
 

@@ -24,7 +24,8 @@ CLI::App* add_ppl_command(CLI::App& app, PplOptions& o) {
                          "is context and every later token is scored once. Give exactly one of --text, "
                          "--tokens. A progress bar goes to stderr when it is a terminal.");
   add_common_options(*cmd, o.common);
-  add_token_input_options(*cmd, o.input, "use at most N tokens of the file, the context token included; 0 = all");
+  add_token_input_options(*cmd, o.input,
+                          "use at most N tokens of the file, the context token included; 0 = all");
   cmd->add_option("--segment", o.segment, "scored tokens per reported segment")
       ->check(CLI::Range(1u, 1u << 30))
       ->capture_default_str();
@@ -69,8 +70,9 @@ void print_pinned(const kvcache::llama::Decoder& dec, const kvcache::llama::Toke
               dec.config().n_layers * dec.config().n_heads);
   for (const auto& p : pinned) {
     std::printf("  %8lld  %-12s  %-12s  %4u  %10.2f\n", static_cast<long long>(p["pos"].get<std::int64_t>()),
-                nlohmann::json(p["piece"].get<std::string>()).dump().c_str(), p["reason"].get<std::string>().c_str(),
-                p["sink_heads"].get<unsigned>(), p["score"].get<double>());
+                nlohmann::json(p["piece"].get<std::string>()).dump().c_str(),
+                p["reason"].get<std::string>().c_str(), p["sink_heads"].get<unsigned>(),
+                p["score"].get<double>());
   }
 }
 

@@ -22,8 +22,8 @@ AttentionKernel parse_attention_kernel(std::string_view name);
 
 /// Attention of one query token of `layer` over `cache`, with the contract of
 /// kvcache::attend_reference (q before RoPE: n_heads x head_dim; out: n_heads x head_dim; mass
-/// empty, or n_heads x n_kept probabilities to fill). Every attention call of the runtime goes through here, so swapping
-/// kernels is a one-line change.
+/// empty, or n_heads x n_kept probabilities to fill). Every attention call of the runtime goes through here,
+/// so swapping kernels is a one-line change.
 void layer_attention(AttentionKernel kernel, const StreamCache& cache, std::uint32_t layer,
                      std::span<const float> q, std::span<float> out, std::span<float> mass,
                      const AttendOptions& options);

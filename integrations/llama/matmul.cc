@@ -8,10 +8,13 @@
 #include <algorithm>
 #include <cassert>
 
+// Highway needs foreach_target.h before highway.h and its -inl headers: keep this order.
+// clang-format off
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "llama/matmul.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
+// clang-format on
 
 HWY_BEFORE_NAMESPACE();
 namespace kvcache::llama::HWY_NAMESPACE {

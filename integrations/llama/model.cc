@@ -6,8 +6,8 @@
 #include <limits>
 #include <string>
 
-#include "kvcache/error.h"
 #include "kvcache/calibration.h"
+#include "kvcache/error.h"
 #include "kvcache/page_pool.h"
 #include "llama/layer_attention.h"
 #include "llama/matmul.h"
@@ -31,7 +31,8 @@ StreamConfig stream_config(const ModelConfig& c, const CacheOptions& o) {
   s.positions = o.positions;
   s.rope = RopeConfig{RopeStyle::adjacent_pairs, 10000.0};  // llama2.c's RoPE
   s.policy = o.policy;
-  if (wants_detector(o)) s.token_state_floats = SinkDetector(c.n_layers, c.n_heads, o.detector).state_floats();
+  if (wants_detector(o))
+    s.token_state_floats = SinkDetector(c.n_layers, c.n_heads, o.detector).state_floats();
   return s;
 }
 
@@ -167,7 +168,8 @@ void Decoder::forward(std::span<const std::int32_t> tokens, std::vector<float>* 
         mass_.resize(std::size_t{c.n_heads} * cache_.n_kept());
         layer_attention(attention_, cache_, il, row(q_, t, dim), row(att_, t, dim), mass_, opt);
         detector_->observe(cache_, il, mass_);
-        if (calibrate_beta_ < 1.f) calibrated_ += calibrate_sinks(cache_, *detector_, il, calibrate_beta_, row(att_, t, dim), mass_);
+        if (calibrate_beta_ < 1.f)
+          calibrated_ += calibrate_sinks(cache_, *detector_, il, calibrate_beta_, row(att_, t, dim), mass_);
         if (observer_) observer_(il, mass_);  // after calibration: the attention actually applied
       } else {
         layer_attention(attention_, cache_, il, row(q_, t, dim), row(att_, t, dim), {}, opt);

@@ -1,12 +1,12 @@
 // attend(): attend_reference's driver (attend_driver.h builds the HeadBlocks and rotated queries)
 // with the Highway kernel, and KV heads spread over oneTBB workers when that pays.
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
-
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/task_arena.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
 
 #include "kvcache/attention.h"
 #include "kvcache/attention/attend_driver.h"

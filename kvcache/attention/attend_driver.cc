@@ -12,15 +12,18 @@ void prepare_attention(const StreamCache& cache, std::uint32_t layer, std::span<
                        std::span<float> out, std::span<float> mass, const AttendOptions& options,
                        AttentionWork& work) {
   const StreamConfig& cfg = cache.config();
-  if (layer >= cfg.n_layers) throw InvalidArgument("attend: layer " + std::to_string(layer) + " out of range");
+  if (layer >= cfg.n_layers)
+    throw InvalidArgument("attend: layer " + std::to_string(layer) + " out of range");
   if (options.n_heads == 0 || options.n_heads % cfg.n_kv_heads != 0) {
     throw InvalidArgument("attend: n_heads (" + std::to_string(options.n_heads) +
-                          ") must be a positive multiple of n_kv_heads (" + std::to_string(cfg.n_kv_heads) + ")");
+                          ") must be a positive multiple of n_kv_heads (" + std::to_string(cfg.n_kv_heads) +
+                          ")");
   }
   const std::size_t q_size = std::size_t{options.n_heads} * cfg.head_dim;
   if (q.size() != q_size || out.size() != q_size) {
     throw InvalidArgument("attend: q and out must hold n_heads x head_dim = " + std::to_string(q_size) +
-                          " floats (got " + std::to_string(q.size()) + " and " + std::to_string(out.size()) + ")");
+                          " floats (got " + std::to_string(q.size()) + " and " + std::to_string(out.size()) +
+                          ")");
   }
   const std::uint32_t n_kept = cache.n_kept();
   if (n_kept == 0) throw InvalidArgument("attend: the cache holds no tokens");
@@ -34,8 +37,10 @@ void prepare_attention(const StreamCache& cache, std::uint32_t layer, std::span<
   if (options.query_index < -1 || options.query_index >= std::int64_t{n_kept}) {
     throw InvalidArgument("attend: query_index " + std::to_string(options.query_index) + " out of range");
   }
-  if (!std::isfinite(options.scale) || options.scale < 0.f) throw InvalidArgument("attend: scale must be >= 0");
-  const auto query_index = static_cast<std::uint32_t>(options.query_index < 0 ? n_kept - 1 : options.query_index);
+  if (!std::isfinite(options.scale) || options.scale < 0.f)
+    throw InvalidArgument("attend: scale must be >= 0");
+  const auto query_index =
+      static_cast<std::uint32_t>(options.query_index < 0 ? n_kept - 1 : options.query_index);
 
   const PageLayout layout = cfg.layout();
   work.n_kv_heads = cfg.n_kv_heads;
@@ -92,8 +97,8 @@ void run_heads(const AttentionWork& work, GroupKernel kernel, std::uint32_t h0, 
                                                      work.blocks_per_head);
     const std::size_t first_head = std::size_t{h} * work.n_group;
     float* m = mass.empty() ? nullptr : mass.data() + first_head * mass_stride;
-    kernel(work.dtype, work.head_dim, work.n_group, work.scale, blocks, out.data() + first_head * work.head_dim, m,
-           mass_stride);
+    kernel(work.dtype, work.head_dim, work.n_group, work.scale, blocks,
+           out.data() + first_head * work.head_dim, m, mass_stride);
   }
 }
 

@@ -21,14 +21,14 @@ struct AttentionWork {
   std::uint32_t n_kv_heads = 0, n_group = 0, head_dim = 0, n_rows = 0;
   float scale = 0.f;
   DType dtype = DType::f32;
-  std::vector<float> q_rotated;               // one n_heads x head_dim copy per distinct rot_delta
-  std::vector<kernels::HeadBlock> blocks;     // n_kv_heads x blocks_per_head
+  std::vector<float> q_rotated;            // one n_heads x head_dim copy per distinct rot_delta
+  std::vector<kernels::HeadBlock> blocks;  // n_kv_heads x blocks_per_head
   std::size_t blocks_per_head = 0;
   // Scratch kept here so a reused AttentionWork allocates nothing per call.
   std::vector<KvSpan> spans;
-  std::vector<std::int64_t> deltas;   // distinct rot_delta values
-  std::vector<std::size_t> span_q;    // per span: index into deltas
-  RopeAngles rope;                     // rebuilt only when the cache's RoPE config changes
+  std::vector<std::int64_t> deltas;  // distinct rot_delta values
+  std::vector<std::size_t> span_q;   // per span: index into deltas
+  RopeAngles rope;                   // rebuilt only when the cache's RoPE config changes
 };
 
 /// Validates the arguments (throws InvalidArgument) and fills `work`.

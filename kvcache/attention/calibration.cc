@@ -7,15 +7,17 @@
 
 namespace kvcache {
 
-std::uint32_t calibrate_sinks(StreamCache& cache, const SinkDetector& detector, std::uint32_t layer, float beta,
-                              std::span<float> out, std::span<float> mass) {
+std::uint32_t calibrate_sinks(StreamCache& cache, const SinkDetector& detector, std::uint32_t layer,
+                              float beta, std::span<float> out, std::span<float> mass) {
   if (!(beta > 0.f && beta <= 1.f)) throw InvalidArgument("calibrate_sinks: beta must be in (0, 1]");
   const StreamConfig& cfg = cache.config();
   const std::uint32_t n = cache.n_kept();
-  if (n == 0 || mass.size() % n != 0) throw InvalidArgument("calibrate_sinks: mass must hold n_heads x n_kept floats");
+  if (n == 0 || mass.size() % n != 0)
+    throw InvalidArgument("calibrate_sinks: mass must hold n_heads x n_kept floats");
   const auto n_heads = static_cast<std::uint32_t>(mass.size() / n);
   if (n_heads == 0 || n_heads % cfg.n_kv_heads != 0 || out.size() != std::size_t{n_heads} * cfg.head_dim) {
-    throw InvalidArgument("calibrate_sinks: out must hold n_heads x head_dim floats, n_heads a multiple of n_kv_heads");
+    throw InvalidArgument(
+        "calibrate_sinks: out must hold n_heads x head_dim floats, n_heads a multiple of n_kv_heads");
   }
   if (beta == 1.f) return 0;
   const std::vector<KeptToken> tokens = cache.tokens();

@@ -23,8 +23,7 @@ struct HeadBlock {
 /// probability of each row of the blocks (concatenated in block order).
 /// Preconditions (asserted): head_dim > 0, n_group > 0, at least one row in total.
 void attend_group_scalar(DType dtype, std::uint32_t head_dim, std::uint32_t n_group, float scale,
-                         std::span<const HeadBlock> blocks, float* out, float* mass,
-                         std::size_t mass_stride);
+                         std::span<const HeadBlock> blocks, float* out, float* mass, std::size_t mass_stride);
 
 /// The Highway version of attend_group_scalar (kernel_hwy.cc): the same contract, dispatched at
 /// run time to the best target the CPU supports. One pass over K and V with an online softmax

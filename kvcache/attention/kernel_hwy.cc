@@ -24,6 +24,8 @@
 #include <limits>
 #include <vector>
 
+// Highway needs foreach_target.h before highway.h and its -inl headers: keep this order.
+// clang-format off
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kvcache/attention/kernel_hwy.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -31,6 +33,7 @@
 #include "hwy/highway.h"
 #include "hwy/contrib/math/math-inl.h"
 #include "kvcache/attention/kernel.h"
+// clang-format on
 
 HWY_BEFORE_NAMESPACE();
 namespace kvcache::kernels {
@@ -217,14 +220,18 @@ HWY_INLINE void LogitsPacked(D d, std::size_t n_group, float scale, const std::b
       u = PairSum(d, hn::Mul(q, LoadRow<kF16>(d, k, 0)), hn::Mul(q, LoadRow<kF16>(d, k, N)));
     } else if constexpr (kD == 4) {
       const auto s01 = PairSum(d, hn::Mul(q, LoadRow<kF16>(d, k, 0)), hn::Mul(q, LoadRow<kF16>(d, k, N)));
-      const auto s23 = PairSum(d, hn::Mul(q, LoadRow<kF16>(d, k, 2 * N)), hn::Mul(q, LoadRow<kF16>(d, k, 3 * N)));
+      const auto s23 =
+          PairSum(d, hn::Mul(q, LoadRow<kF16>(d, k, 2 * N)), hn::Mul(q, LoadRow<kF16>(d, k, 3 * N)));
       u = PairSum(d, s01, s23);
     } else {
       static_assert(kD == 8, "packed rows support head_dim 1, 2, 4, 8");
       const auto s01 = PairSum(d, hn::Mul(q, LoadRow<kF16>(d, k, 0)), hn::Mul(q, LoadRow<kF16>(d, k, N)));
-      const auto s23 = PairSum(d, hn::Mul(q, LoadRow<kF16>(d, k, 2 * N)), hn::Mul(q, LoadRow<kF16>(d, k, 3 * N)));
-      const auto s45 = PairSum(d, hn::Mul(q, LoadRow<kF16>(d, k, 4 * N)), hn::Mul(q, LoadRow<kF16>(d, k, 5 * N)));
-      const auto s67 = PairSum(d, hn::Mul(q, LoadRow<kF16>(d, k, 6 * N)), hn::Mul(q, LoadRow<kF16>(d, k, 7 * N)));
+      const auto s23 =
+          PairSum(d, hn::Mul(q, LoadRow<kF16>(d, k, 2 * N)), hn::Mul(q, LoadRow<kF16>(d, k, 3 * N)));
+      const auto s45 =
+          PairSum(d, hn::Mul(q, LoadRow<kF16>(d, k, 4 * N)), hn::Mul(q, LoadRow<kF16>(d, k, 5 * N)));
+      const auto s67 =
+          PairSum(d, hn::Mul(q, LoadRow<kF16>(d, k, 6 * N)), hn::Mul(q, LoadRow<kF16>(d, k, 7 * N)));
       u = PairSum(d, PairSum(d, s01, s23), PairSum(d, s45, s67));
     }
     hn::StoreU(hn::Mul(u, vscale), d, lg + g * kChunkRows);
@@ -247,7 +254,8 @@ HWY_INLINE void ValuesPacked(D d, std::size_t n_group, const std::byte* HWY_REST
     } else {
       auto y = hn::Zero(d);  // second chain: halves the FMA latency on the accumulator
       for (std::size_t j = 0; j < kD; j += 2) {
-        x = hn::MulAdd(hn::TableLookupLanes(p, hn::SetTableIndices(d, expand + j * N)), LoadRow<kF16>(d, v, j * N), x);
+        x = hn::MulAdd(hn::TableLookupLanes(p, hn::SetTableIndices(d, expand + j * N)),
+                       LoadRow<kF16>(d, v, j * N), x);
         y = hn::MulAdd(hn::TableLookupLanes(p, hn::SetTableIndices(d, expand + (j + 1) * N)),
                        LoadRow<kF16>(d, v, (j + 1) * N), y);
       }
@@ -266,7 +274,7 @@ HWY_INLINE void ValuesPacked(D d, std::size_t n_group, const std::byte* HWY_REST
 struct PrefetchCursor {
   const Piece* pieces = nullptr;
   std::size_t n_pieces = 0;
-  bool values = false;        // prefetch V rows (else K rows)
+  bool values = false;  // prefetch V rows (else K rows)
   std::size_t row_bytes = 0;
   std::size_t ip = 0, r = 0;  // next row to prefetch: row r of pieces[ip]
 
@@ -332,7 +340,8 @@ HWY_INLINE void SoftmaxStep(D d, std::size_t n_rows, std::size_t n_group, std::s
     float* HWY_RESTRICT p = pb + g * kChunkRows;
     for (std::size_t r = 0; r < n_rows; r += N) {
       // l - m <= 0, so Exp stays in its valid range; below -104 it returns 0 as it should.
-      const auto e = hn::IfThenElseZero(hn::FirstN(d, n_rows - r), hn::Exp(d, hn::Sub(hn::LoadU(d, l + r), vm)));
+      const auto e =
+          hn::IfThenElseZero(hn::FirstN(d, n_rows - r), hn::Exp(d, hn::Sub(hn::LoadU(d, l + r), vm)));
       hn::StoreU(e, d, p + r);
       vs = hn::Add(vs, e);
     }
@@ -400,12 +409,12 @@ void AttendRows(D d, std::size_t head_dim, std::size_t n_group, float scale, con
   thread_local std::vector<float> scratch;
   const std::size_t need = n_group * (2 * kChunkRows + state_stride + NF + 2);
   if (scratch.size() < need) scratch.resize(need);
-  float* HWY_RESTRICT lg = scratch.data();               // n_group x kChunkRows logits
-  float* HWY_RESTRICT pb = lg + n_group * kChunkRows;     // n_group x kChunkRows exp(l - m)
-  float* HWY_RESTRICT acc = pb + n_group * kChunkRows;    // n_group x state_stride
+  float* HWY_RESTRICT lg = scratch.data();                  // n_group x kChunkRows logits
+  float* HWY_RESTRICT pb = lg + n_group * kChunkRows;       // n_group x kChunkRows exp(l - m)
+  float* HWY_RESTRICT acc = pb + n_group * kChunkRows;      // n_group x state_stride
   float* HWY_RESTRICT qpat = acc + n_group * state_stride;  // n_group x NF, packed queries
-  float* HWY_RESTRICT m = qpat + n_group * NF;             // running max per query
-  float* HWY_RESTRICT s = m + n_group;                     // running sum per query
+  float* HWY_RESTRICT m = qpat + n_group * NF;              // running max per query
+  float* HWY_RESTRICT s = m + n_group;                      // running sum per query
   std::fill(acc, acc + n_group * state_stride, 0.f);
   std::fill(m, m + n_group, -std::numeric_limits<float>::infinity());
   std::fill(s, s + n_group, 0.f);
@@ -558,8 +567,8 @@ HWY_EXPORT(AttendGroup);
 void attend_group(DType dtype, std::uint32_t head_dim, std::uint32_t n_group, float scale,
                   std::span<const HeadBlock> blocks, float* out, float* mass, std::size_t mass_stride) {
   assert(head_dim > 0 && n_group > 0);
-  HWY_DYNAMIC_DISPATCH(AttendGroup)(dtype, head_dim, n_group, scale, blocks.data(), blocks.size(), out, mass,
-                                    mass_stride);
+  HWY_DYNAMIC_DISPATCH(AttendGroup)
+  (dtype, head_dim, n_group, scale, blocks.data(), blocks.size(), out, mass, mass_stride);
 }
 
 }  // namespace kvcache::kernels

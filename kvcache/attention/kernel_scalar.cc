@@ -64,7 +64,8 @@ void attend_group_scalar(DType dtype, std::uint32_t head_dim, std::uint32_t n_gr
         for (std::uint32_t i = 0; i < head_dim; ++i) acc[i] += p * load_elem(dtype, vrow, i);
       }
     }
-    for (std::uint32_t i = 0; i < head_dim; ++i) out[std::size_t{g} * head_dim + i] = static_cast<float>(acc[i]);
+    for (std::uint32_t i = 0; i < head_dim; ++i)
+      out[std::size_t{g} * head_dim + i] = static_cast<float>(acc[i]);
   }
 }
 

@@ -4,8 +4,6 @@
 // records the message in a per-thread buffer, so no exception crosses into C. Arguments the C++
 // API cannot see (NULL pointers, buffer lengths, enum values) are checked here, before the C++
 // call, so a failure leaves the stream untouched exactly as the C++ API's own checks do.
-#include "kvcache/kvcache.h"
-
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -17,6 +15,7 @@
 
 #include "kvcache/attention.h"
 #include "kvcache/error.h"
+#include "kvcache/kvcache.h"
 #include "kvcache/page_layout.h"
 #include "kvcache/page_pool.h"
 #include "kvcache/sink_detector.h"
@@ -33,10 +32,10 @@ struct kvc_stream {
              std::optional<kvcache::SinkDetector> d, std::uint32_t d_heads)
       : pool(p), cache(std::move(p), c), detector(d), detector_heads(d_heads) {}
 
-  std::shared_ptr<kvcache::PagePool> pool;      // kept to rebuild `cache` in kvc_stream_reset
-  kvcache::StreamCache cache;                    // the stream; owns its pages
-  std::optional<kvcache::SinkDetector> detector; // present when config.detector was set
-  std::uint32_t detector_heads;                  // query heads the detector expects (0 without one)
+  std::shared_ptr<kvcache::PagePool> pool;        // kept to rebuild `cache` in kvc_stream_reset
+  kvcache::StreamCache cache;                     // the stream; owns its pages
+  std::optional<kvcache::SinkDetector> detector;  // present when config.detector was set
+  std::uint32_t detector_heads;                   // query heads the detector expects (0 without one)
   std::vector<float> mass;      // scratch: attention mass when OBSERVE is asked without a buffer
   std::vector<float> head_sum;  // scratch: mass summed over heads (scores without a detector)
 };
@@ -107,24 +106,49 @@ kvcache::StreamConfig to_stream_config(const kvc_stream_config& c) {
   s.page_tokens = c.page_tokens;
   s.dtype = to_dtype(c.dtype);
   switch (enum_value(c.positions)) {
-    case KVC_POSITIONS_REINDEXED: s.positions = kvcache::PositionMode::reindexed; break;
-    case KVC_POSITIONS_ABSOLUTE: s.positions = kvcache::PositionMode::absolute; break;
-    default: throw InvalidArgument("positions " + std::to_string(enum_value(c.positions)) + " is not a kvc_position_mode");
+    case KVC_POSITIONS_REINDEXED:
+      s.positions = kvcache::PositionMode::reindexed;
+      break;
+    case KVC_POSITIONS_ABSOLUTE:
+      s.positions = kvcache::PositionMode::absolute;
+      break;
+    default:
+      throw InvalidArgument("positions " + std::to_string(enum_value(c.positions)) +
+                            " is not a kvc_position_mode");
   }
   switch (enum_value(c.rope_style)) {
-    case KVC_ROPE_NONE: s.rope.style = kvcache::RopeStyle::none; break;
-    case KVC_ROPE_ADJACENT_PAIRS: s.rope.style = kvcache::RopeStyle::adjacent_pairs; break;
-    case KVC_ROPE_HALF_SPLIT: s.rope.style = kvcache::RopeStyle::half_split; break;
-    default: throw InvalidArgument("rope_style " + std::to_string(enum_value(c.rope_style)) + " is not a kvc_rope_style");
+    case KVC_ROPE_NONE:
+      s.rope.style = kvcache::RopeStyle::none;
+      break;
+    case KVC_ROPE_ADJACENT_PAIRS:
+      s.rope.style = kvcache::RopeStyle::adjacent_pairs;
+      break;
+    case KVC_ROPE_HALF_SPLIT:
+      s.rope.style = kvcache::RopeStyle::half_split;
+      break;
+    default:
+      throw InvalidArgument("rope_style " + std::to_string(enum_value(c.rope_style)) +
+                            " is not a kvc_rope_style");
   }
   s.rope.theta = c.rope_theta;
   switch (enum_value(c.policy)) {
-    case KVC_POLICY_FULL: s.policy.kind = kvcache::PolicyKind::full; break;
-    case KVC_POLICY_WINDOW: s.policy.kind = kvcache::PolicyKind::window; break;
-    case KVC_POLICY_SINKS: s.policy.kind = kvcache::PolicyKind::sinks; break;
-    case KVC_POLICY_HIDDEN_SINKS: s.policy.kind = kvcache::PolicyKind::hidden_sinks; break;
-    case KVC_POLICY_H2O: s.policy.kind = kvcache::PolicyKind::h2o; break;
-    default: throw InvalidArgument("policy " + std::to_string(enum_value(c.policy)) + " is not a kvc_policy_kind");
+    case KVC_POLICY_FULL:
+      s.policy.kind = kvcache::PolicyKind::full;
+      break;
+    case KVC_POLICY_WINDOW:
+      s.policy.kind = kvcache::PolicyKind::window;
+      break;
+    case KVC_POLICY_SINKS:
+      s.policy.kind = kvcache::PolicyKind::sinks;
+      break;
+    case KVC_POLICY_HIDDEN_SINKS:
+      s.policy.kind = kvcache::PolicyKind::hidden_sinks;
+      break;
+    case KVC_POLICY_H2O:
+      s.policy.kind = kvcache::PolicyKind::h2o;
+      break;
+    default:
+      throw InvalidArgument("policy " + std::to_string(enum_value(c.policy)) + " is not a kvc_policy_kind");
   }
   s.policy.budget = c.budget;
   s.policy.sinks = c.sinks;
@@ -171,17 +195,26 @@ const char* kvc_last_error(void) { return t_error; }
 
 const char* kvc_status_name(kvc_status status) {
   switch (enum_value(status)) {
-    case KVC_OK: return "KVC_OK";
-    case KVC_INVALID_ARGUMENT: return "KVC_INVALID_ARGUMENT";
-    case KVC_POOL_EXHAUSTED: return "KVC_POOL_EXHAUSTED";
-    case KVC_FORMAT_ERROR: return "KVC_FORMAT_ERROR";
-    case KVC_OUT_OF_MEMORY: return "KVC_OUT_OF_MEMORY";
-    case KVC_INTERNAL: return "KVC_INTERNAL";
-    default: return "KVC_UNKNOWN";
+    case KVC_OK:
+      return "KVC_OK";
+    case KVC_INVALID_ARGUMENT:
+      return "KVC_INVALID_ARGUMENT";
+    case KVC_POOL_EXHAUSTED:
+      return "KVC_POOL_EXHAUSTED";
+    case KVC_FORMAT_ERROR:
+      return "KVC_FORMAT_ERROR";
+    case KVC_OUT_OF_MEMORY:
+      return "KVC_OUT_OF_MEMORY";
+    case KVC_INTERNAL:
+      return "KVC_INTERNAL";
+    default:
+      return "KVC_UNKNOWN";
   }
 }
 
-uint32_t kvc_version(void) { return KVC_VERSION_MAJOR * 10000u + KVC_VERSION_MINOR * 100u + KVC_VERSION_PATCH; }
+uint32_t kvc_version(void) {
+  return KVC_VERSION_MAJOR * 10000u + KVC_VERSION_MINOR * 100u + KVC_VERSION_PATCH;
+}
 
 const char* kvc_version_string(void) {
 #define KVC_STR2(x) #x
@@ -226,9 +259,9 @@ kvc_status kvc_pool_stats_get(const kvc_pool* pool, kvc_pool_stats* out) {
     require(pool != nullptr, "pool is NULL");
     require(out != nullptr, "out is NULL");
     const kvcache::PagePoolStats st = pool->pool->stats();
-    *out = kvc_pool_stats{st.page_bytes,    st.pages_max,        st.pages_reserved, st.pages_in_use,
-                          st.pages_free,    st.pages_high_water, st.bytes_reserved, st.bytes_in_use,
-                          st.arenas,        st.failed_allocations};
+    *out = kvc_pool_stats{st.page_bytes, st.pages_max,         st.pages_reserved, st.pages_in_use,
+                          st.pages_free, st.pages_high_water,  st.bytes_reserved, st.bytes_in_use,
+                          st.arenas,     st.failed_allocations};
   });
 }
 
@@ -317,7 +350,8 @@ kvc_status kvc_stream_attend(kvc_stream* stream, uint32_t layer, uint32_t n_head
     kvc_attend_options opt;
     kvc_attend_options_init(&opt);
     if (options != nullptr) opt = *options;
-    require((opt.flags & ~(KVC_ATTEND_OBSERVE | KVC_ATTEND_REFERENCE)) == 0, "unknown bits in options->flags");
+    require((opt.flags & ~(KVC_ATTEND_OBSERVE | KVC_ATTEND_REFERENCE)) == 0,
+            "unknown bits in options->flags");
     const bool observe = (opt.flags & KVC_ATTEND_OBSERVE) != 0;
 
     std::span<float> mass_out(mass, mass_floats);
@@ -348,8 +382,8 @@ kvc_status kvc_stream_observe(kvc_stream* stream, uint32_t layer, uint32_t n_hea
     check_observe(*stream, layer, n_heads);
     const std::size_t expected = std::size_t{n_heads} * stream->cache.n_kept();
     if (mass_floats != expected) {
-      throw InvalidArgument("mass must hold n_heads x n_kept = " + std::to_string(expected) + " floats, got " +
-                            std::to_string(mass_floats));
+      throw InvalidArgument("mass must hold n_heads x n_kept = " + std::to_string(expected) +
+                            " floats, got " + std::to_string(mass_floats));
     }
     if (!stream->detector) stream->head_sum.reserve(stream->cache.n_kept());
     feed_mass(*stream, layer, n_heads, {mass, mass_floats});
@@ -387,12 +421,14 @@ kvc_status kvc_stream_stats_get(const kvc_stream* stream, kvc_stream_stats* out)
     require(stream != nullptr, "stream is NULL");
     require(out != nullptr, "out is NULL");
     const kvcache::StreamStats st = stream->cache.stats();
-    *out = kvc_stream_stats{st.tokens_seen, st.tokens_kept, st.tokens_pinned, st.tokens_evicted,
-                            stream->cache.n_pending(), st.pages, st.kv_bytes, st.kv_bytes_peak};
+    *out = kvc_stream_stats{
+        st.tokens_seen, st.tokens_kept, st.tokens_pinned, st.tokens_evicted, stream->cache.n_pending(),
+        st.pages,       st.kv_bytes,    st.kv_bytes_peak};
   });
 }
 
-kvc_status kvc_stream_tokens(const kvc_stream* stream, kvc_token_info* tokens, size_t capacity, size_t* n_out) {
+kvc_status kvc_stream_tokens(const kvc_stream* stream, kvc_token_info* tokens, size_t capacity,
+                             size_t* n_out) {
   return guarded("kvc_stream_tokens", [&] {
     require(stream != nullptr, "stream is NULL");
     require(n_out != nullptr, "n_out is NULL");
@@ -400,14 +436,14 @@ kvc_status kvc_stream_tokens(const kvc_stream* stream, kvc_token_info* tokens, s
     *n_out = n;
     if (tokens == nullptr) return;
     if (capacity < n) {
-      throw InvalidArgument("capacity " + std::to_string(capacity) + " is less than the " + std::to_string(n) +
-                            " kept tokens");
+      throw InvalidArgument("capacity " + std::to_string(capacity) + " is less than the " +
+                            std::to_string(n) + " kept tokens");
     }
     const std::vector<kvcache::KeptToken> kept = stream->cache.tokens();
     for (std::size_t i = 0; i < kept.size(); ++i) {
       const kvcache::TokenMeta& m = kept[i].meta;
-      tokens[i] = kvc_token_info{m.pos,   kept[i].cache_pos, m.token, m.score,
-                                 m.sink_heads, static_cast<std::uint8_t>(m.pin)};
+      tokens[i] = kvc_token_info{m.pos,   kept[i].cache_pos, m.token,
+                                 m.score, m.sink_heads,      static_cast<std::uint8_t>(m.pin)};
     }
   });
 }

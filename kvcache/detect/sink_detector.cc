@@ -14,10 +14,12 @@ SinkDetector::SinkDetector(std::uint32_t n_layers, std::uint32_t n_heads, SinkDe
     throw InvalidArgument("SinkDetector: n_layers x n_heads must be <= 65535 (sink_heads is 16-bit)");
   }
   if (!(options.alpha > 1.f) || !std::isfinite(options.alpha)) {
-    throw InvalidArgument("SinkDetector: alpha must be a finite number > 1 (got " + std::to_string(options.alpha) + ")");
+    throw InvalidArgument("SinkDetector: alpha must be a finite number > 1 (got " +
+                          std::to_string(options.alpha) + ")");
   }
   if (!(options.decay > 0.f && options.decay < 1.f)) {
-    throw InvalidArgument("SinkDetector: decay must be in (0, 1) (got " + std::to_string(options.decay) + ")");
+    throw InvalidArgument("SinkDetector: decay must be in (0, 1) (got " + std::to_string(options.decay) +
+                          ")");
   }
   // inv_bias_[n] = 1 / (1 - decay^n) while decay^n is above f32 resolution.
   inv_bias_.push_back(1.f);
@@ -38,12 +40,13 @@ void SinkDetector::observe(StreamCache& cache, std::uint32_t layer, std::span<co
   if (layer >= n_layers_) throw InvalidArgument("SinkDetector::observe: layer out of range");
   if (mass.size() != std::size_t{n_heads_} * n) {
     throw InvalidArgument("SinkDetector::observe: mass must hold n_heads x n_kept = " +
-                          std::to_string(std::size_t{n_heads_} * n) + " floats, got " + std::to_string(mass.size()));
+                          std::to_string(std::size_t{n_heads_} * n) + " floats, got " +
+                          std::to_string(mass.size()));
   }
   if (cache.config().token_state_floats < state_floats()) {
     throw InvalidArgument("SinkDetector::observe: the cache keeps " +
-                          std::to_string(cache.config().token_state_floats) + " state floats per token, the detector needs " +
-                          std::to_string(state_floats()));
+                          std::to_string(cache.config().token_state_floats) +
+                          " state floats per token, the detector needs " + std::to_string(state_floats()));
   }
   const std::int64_t query_pos = static_cast<std::int64_t>(cache.stats().tokens_seen) - 1;
   const float keep = options_.decay, take = 1.f - options_.decay;
@@ -74,10 +77,13 @@ void SinkDetector::observe(StreamCache& cache, std::uint32_t layer, std::span<co
   }
 }
 
-bool SinkDetector::is_sink(StreamCache& cache, std::uint32_t index, std::uint32_t layer, std::uint32_t head) const {
-  if (layer >= n_layers_ || head >= n_heads_) throw InvalidArgument("SinkDetector::is_sink: layer or head out of range");
+bool SinkDetector::is_sink(StreamCache& cache, std::uint32_t index, std::uint32_t layer,
+                           std::uint32_t head) const {
+  if (layer >= n_layers_ || head >= n_heads_)
+    throw InvalidArgument("SinkDetector::is_sink: layer or head out of range");
   StreamCache::Observed o = cache.observed(index);
-  if (o.state.size() < state_floats()) throw InvalidArgument("SinkDetector::is_sink: cache keeps too little token state");
+  if (o.state.size() < state_floats())
+    throw InvalidArgument("SinkDetector::is_sink: cache keeps too little token state");
   const std::int64_t n_queries = static_cast<std::int64_t>(cache.stats().tokens_seen) - o.pos;
   return corrected(o.state[std::size_t{layer} * n_heads_ + head], n_queries) > options_.alpha;
 }

@@ -7,11 +7,14 @@
 #include <cstddef>
 #include <cstdint>
 
+// Highway needs foreach_target.h before highway.h and its -inl headers: keep this order.
+// clang-format off
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kvcache/layout/f16_convert.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "kvcache/dtype.h"
+// clang-format on
 
 HWY_BEFORE_NAMESPACE();
 namespace kvcache {

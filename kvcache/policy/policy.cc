@@ -111,18 +111,23 @@ class HeavyHitterPolicy final : public Policy {
 
 std::string_view policy_name(PolicyKind kind) {
   switch (kind) {
-    case PolicyKind::full: return "full";
-    case PolicyKind::window: return "window";
-    case PolicyKind::sinks: return "sinks";
-    case PolicyKind::hidden_sinks: return "hidden-sinks";
-    case PolicyKind::h2o: return "h2o";
+    case PolicyKind::full:
+      return "full";
+    case PolicyKind::window:
+      return "window";
+    case PolicyKind::sinks:
+      return "sinks";
+    case PolicyKind::hidden_sinks:
+      return "hidden-sinks";
+    case PolicyKind::h2o:
+      return "h2o";
   }
   return "unknown";
 }
 
 PolicyKind parse_policy(std::string_view name) {
-  for (PolicyKind k : {PolicyKind::full, PolicyKind::window, PolicyKind::sinks, PolicyKind::hidden_sinks,
-                       PolicyKind::h2o}) {
+  for (PolicyKind k :
+       {PolicyKind::full, PolicyKind::window, PolicyKind::sinks, PolicyKind::hidden_sinks, PolicyKind::h2o}) {
     if (policy_name(k) == name) return k;
   }
   throw InvalidArgument("unknown policy '" + std::string(name) +
@@ -151,11 +156,13 @@ std::unique_ptr<Policy> make_policy(const PolicyConfig& config) {
     case PolicyKind::hidden_sinks:
       if (config.budget == 0) throw InvalidArgument("policy hidden-sinks: budget must be > 0");
       if (std::uint64_t{config.sinks} + config.hidden_sinks >= config.budget) {
-        throw InvalidArgument("policy hidden-sinks: sinks (" + std::to_string(config.sinks) + ") + hidden_sinks (" +
-                              std::to_string(config.hidden_sinks) + ") must be smaller than budget (" +
-                              std::to_string(config.budget) + ") so the window keeps at least one token");
+        throw InvalidArgument("policy hidden-sinks: sinks (" + std::to_string(config.sinks) +
+                              ") + hidden_sinks (" + std::to_string(config.hidden_sinks) +
+                              ") must be smaller than budget (" + std::to_string(config.budget) +
+                              ") so the window keeps at least one token");
       }
-      if (config.min_sink_heads == 0) throw InvalidArgument("policy hidden-sinks: min_sink_heads must be > 0");
+      if (config.min_sink_heads == 0)
+        throw InvalidArgument("policy hidden-sinks: min_sink_heads must be > 0");
       return std::make_unique<HiddenSinkPolicy>(config);
     case PolicyKind::h2o: {
       if (config.budget < 2) throw InvalidArgument("policy h2o: budget must be >= 2");
@@ -163,8 +170,8 @@ std::unique_ptr<Policy> make_policy(const PolicyConfig& config) {
       c.sinks = 0;
       if (c.heavy == 0) c.heavy = c.budget / 2;
       if (c.heavy >= c.budget) {
-        throw InvalidArgument("policy h2o: heavy (" + std::to_string(c.heavy) + ") must be smaller than budget (" +
-                              std::to_string(c.budget) + ")");
+        throw InvalidArgument("policy h2o: heavy (" + std::to_string(c.heavy) +
+                              ") must be smaller than budget (" + std::to_string(c.budget) + ")");
       }
       return std::make_unique<HeavyHitterPolicy>(c);
     }

@@ -8,10 +8,10 @@
 #include "kvcache/page_pool.h"
 
 #include <mimalloc.h>
-#include <sanitizer/asan_interface.h>
-#include <sys/mman.h>
 #include <oneapi/tbb/cache_aligned_allocator.h>
 #include <oneapi/tbb/enumerable_thread_specific.h>
+#include <sanitizer/asan_interface.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <atomic>
@@ -85,10 +85,10 @@ struct PagePool::State {
   std::atomic<std::size_t> pages_in_use{0};
   std::atomic<std::size_t> high_water{0};
   std::atomic<std::uint64_t> failed{0};
-  std::mutex grow_mutex;  // serialises carving a new arena
-  LocalCaches caches;     // per-thread stashes of free pages
-  std::mutex registry_mutex;             // guards `registry`
-  std::vector<LocalCache*> registry;     // every cache ever created, for stealing
+  std::mutex grow_mutex;              // serialises carving a new arena
+  LocalCaches caches;                 // per-thread stashes of free pages
+  std::mutex registry_mutex;          // guards `registry`
+  std::vector<LocalCache*> registry;  // every cache ever created, for stealing
 
   LocalCache& local() {
     bool exists = false;
@@ -129,7 +129,8 @@ struct PagePool::State {
   void poison(PageId id) const { ASAN_POISON_MEMORY_REGION(page_ptr(id), page_bytes); }
   void unpoison(PageId id) const { ASAN_UNPOISON_MEMORY_REGION(page_ptr(id), page_bytes); }
   std::byte* page_ptr(PageId id) const {
-    return arena_data[id / pages_per_arena].load(std::memory_order_acquire) + (id % pages_per_arena) * page_bytes;
+    return arena_data[id / pages_per_arena].load(std::memory_order_acquire) +
+           (id % pages_per_arena) * page_bytes;
   }
 
   PageSlot* slot(PageId id) const {
@@ -197,7 +198,8 @@ struct PagePool::State {
 
 PagePool::PagePool(const PagePoolOptions& options) : state_(std::make_unique<State>()) {
   if (options.page_bytes == 0) throw InvalidArgument("PagePool: page_bytes must be > 0");
-  if (options.page_bytes > (std::size_t{1} << 31)) throw InvalidArgument("PagePool: page_bytes exceeds 2 GiB");
+  if (options.page_bytes > (std::size_t{1} << 31))
+    throw InvalidArgument("PagePool: page_bytes exceeds 2 GiB");
   State& s = *state_;
   s.page_bytes = (options.page_bytes + kAlign - 1) / kAlign * kAlign;
   if (options.max_bytes < s.page_bytes) {
@@ -267,11 +269,13 @@ void PagePool::release(PageId id) {
   State& s = *state_;
   PageSlot* slot = s.slot(id);
   if (slot == nullptr || id >= s.pages_max) {
-    throw InvalidArgument("PagePool::release: page id " + std::to_string(id) + " does not belong to this pool");
+    throw InvalidArgument("PagePool::release: page id " + std::to_string(id) +
+                          " does not belong to this pool");
   }
   bool expected = true;
   if (!slot->in_use.compare_exchange_strong(expected, false, std::memory_order_acq_rel)) {
-    throw InvalidArgument("PagePool::release: page " + std::to_string(id) + " is not in use (double release?)");
+    throw InvalidArgument("PagePool::release: page " + std::to_string(id) +
+                          " is not in use (double release?)");
   }
   s.pages_in_use.fetch_sub(1, std::memory_order_relaxed);
   s.poison(id);

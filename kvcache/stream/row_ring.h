@@ -54,10 +54,10 @@ class RowRing {
     head_ = 0;
   }
 
-  std::size_t width_;       // floats per row
-  std::vector<float> data_; // capacity() rows
-  std::size_t head_ = 0;    // row index of the front
-  std::size_t size_ = 0;    // rows held
+  std::size_t width_;        // floats per row
+  std::vector<float> data_;  // capacity() rows
+  std::size_t head_ = 0;     // row index of the front
+  std::size_t size_ = 0;     // rows held
 };
 
 }  // namespace kvcache::detail

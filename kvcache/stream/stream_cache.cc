@@ -14,7 +14,6 @@
 
 namespace kvcache {
 
-
 namespace {
 
 void check_alive(const void* state) {
@@ -44,7 +43,8 @@ StreamCache::StreamCache(std::shared_ptr<PagePool> pool, const StreamConfig& con
   }
   config.layout().validate();
   if (config.rope.style != RopeStyle::none && config.head_dim % 2 != 0) {
-    throw InvalidArgument("StreamCache: head_dim must be even with RoPE (got " + std::to_string(config.head_dim) + ")");
+    throw InvalidArgument("StreamCache: head_dim must be even with RoPE (got " +
+                          std::to_string(config.head_dim) + ")");
   }
   if (!(config.rope.theta > 1.0) || !std::isfinite(config.rope.theta)) {
     throw InvalidArgument("StreamCache: rope theta must be finite and > 1");
@@ -215,8 +215,9 @@ void StreamCache::append(std::uint32_t layer, std::span<const float> k, std::spa
   if (k.size() != n * per_token || v.size() != n * per_token) {
     throw InvalidArgument("StreamCache::append: expected " + std::to_string(n * per_token) +
                           " floats for k and v (" + std::to_string(n) + " tokens x " +
-                          std::to_string(s.layout.n_kv_heads) + " heads x " + std::to_string(s.layout.head_dim) +
-                          "), got " + std::to_string(k.size()) + " and " + std::to_string(v.size()));
+                          std::to_string(s.layout.n_kv_heads) + " heads x " +
+                          std::to_string(s.layout.head_dim) + "), got " + std::to_string(k.size()) + " and " +
+                          std::to_string(v.size()));
   }
   const std::uint32_t first = s.n_kept() - n;
   const std::uint32_t first_pinned = static_cast<std::uint32_t>(s.pinned.size()) - s.pending_pinned;
@@ -301,17 +302,17 @@ void check_read(const State* s, std::uint32_t layer, std::uint32_t index, std::u
   if (layer >= s->layers.size() || index >= s->n_kept() || kv_head >= s->layout.n_kv_heads ||
       out_size != s->layout.head_dim) {
     throw InvalidArgument("StreamCache::read_key/read_value: layer " + std::to_string(layer) + ", index " +
-                          std::to_string(index) + ", kv_head " + std::to_string(kv_head) + " or output size " +
-                          std::to_string(out_size) + " out of range");
+                          std::to_string(index) + ", kv_head " + std::to_string(kv_head) +
+                          " or output size " + std::to_string(out_size) + " out of range");
   }
   if (!s->written[layer]) {
     // Pending tokens end the pinned region and the window; their rows hold stale bytes.
     const auto n_pinned = static_cast<std::uint32_t>(s->pinned.size());
-    const bool pending = index < n_pinned ? index >= n_pinned - s->pending_pinned
-                                          : index >= s->n_kept() - s->pending_window;
+    const bool pending =
+        index < n_pinned ? index >= n_pinned - s->pending_pinned : index >= s->n_kept() - s->pending_window;
     if (pending) {
-      throw InvalidArgument("StreamCache::read_key/read_value: token " + std::to_string(index) + " of layer " +
-                            std::to_string(layer) + " is not appended yet");
+      throw InvalidArgument("StreamCache::read_key/read_value: token " + std::to_string(index) +
+                            " of layer " + std::to_string(layer) + " is not appended yet");
     }
   }
 }
@@ -364,7 +365,8 @@ void StreamCache::add_scores(std::span<const float> mass) {
 void StreamCache::set_sink_heads(std::span<const std::uint16_t> heads) {
   check_alive(state_.get());
   State& s = *state_;
-  if (heads.size() != s.n_kept()) throw InvalidArgument("StreamCache::set_sink_heads: size must equal n_kept()");
+  if (heads.size() != s.n_kept())
+    throw InvalidArgument("StreamCache::set_sink_heads: size must equal n_kept()");
   for (std::uint32_t i = 0; i < s.n_kept(); ++i) {
     (i < s.pinned.size() ? s.pinned[i] : s.window[i - s.pinned.size()]).sink_heads = heads[i];
   }

@@ -27,7 +27,8 @@ AdmitPlan plan_admit(const Policy& policy, const CacheShape& shape, std::span<co
   }
   const std::uint32_t n_window_new = n_new - plan.arrival_pins;
   const std::uint64_t kept_after_all = std::uint64_t{pinned.size()} + window.size() + n_new;
-  if (kept_after_all >= 0xffffffffull) throw InvalidArgument("StreamCache::begin: more than 2^32-2 tokens kept");
+  if (kept_after_all >= 0xffffffffull)
+    throw InvalidArgument("StreamCache::begin: more than 2^32-2 tokens kept");
 
   // Simulate the policy on a copy of the pinned metadata (small: bounded by the budget).
   std::vector<TokenMeta> sim(pinned.begin(), pinned.end());

@@ -102,8 +102,8 @@ void write_config(Writer& w, const StreamConfig& c) {
 void check_config(Reader& r, const StreamConfig& want) {
   auto same = [&](auto got, auto expected, const char* field) {
     if (got != expected) {
-      r.fail(std::string("was taken with a different ") + field + " (" + std::to_string(+got) + ", this stream has " +
-             std::to_string(+expected) + ")");
+      r.fail(std::string("was taken with a different ") + field + " (" + std::to_string(+got) +
+             ", this stream has " + std::to_string(+expected) + ")");
     }
   };
   same(r.get<std::uint32_t>("n_layers"), want.n_layers, "n_layers");
@@ -219,10 +219,13 @@ void StreamCache::restore(const std::filesystem::path& path) {
   if (size < 0) throw FormatError("snapshot " + name + ": cannot read its size");
   in.seekg(0);
   data.resize(static_cast<std::size_t>(size));
-  if (!in.read(reinterpret_cast<char*>(data.data()), size)) throw FormatError("snapshot " + name + ": read failed");
+  if (!in.read(reinterpret_cast<char*>(data.data()), size))
+    throw FormatError("snapshot " + name + ": read failed");
 
-  if (data.size() < sizeof kMagic + 8 + 8) throw FormatError("snapshot " + name + ": truncated (" + std::to_string(data.size()) + " bytes)");
-  if (std::memcmp(data.data(), kMagic, sizeof kMagic) != 0) throw FormatError("snapshot " + name + ": not a kvcache snapshot (bad magic)");
+  if (data.size() < sizeof kMagic + 8 + 8)
+    throw FormatError("snapshot " + name + ": truncated (" + std::to_string(data.size()) + " bytes)");
+  if (std::memcmp(data.data(), kMagic, sizeof kMagic) != 0)
+    throw FormatError("snapshot " + name + ": not a kvcache snapshot (bad magic)");
   Reader r(data, data.size() - 8, name);
   r.need(sizeof kMagic, "magic");
   const auto version = r.get<std::uint32_t>("version");
@@ -245,7 +248,8 @@ void StreamCache::restore(const std::filesystem::path& path) {
   const auto n_pinned = r.get<std::uint32_t>("n_pinned");
   const auto n_window = r.get<std::uint32_t>("n_window");
   const std::uint64_t n = std::uint64_t{n_pinned} + n_window;
-  if (n > s.policy->budget() || n > s.seen) r.fail("holds " + std::to_string(n) + " tokens, more than its budget or tokens seen");
+  if (n > s.policy->budget() || n > s.seen)
+    r.fail("holds " + std::to_string(n) + " tokens, more than its budget or tokens seen");
   // Every token ever admitted is either kept or was evicted (a released pinned token counts).
   if (s.evicted != s.seen - n) {
     r.fail("counters disagree: " + std::to_string(s.seen) + " tokens seen, " + std::to_string(n) + " kept, " +
@@ -255,9 +259,11 @@ void StreamCache::restore(const std::filesystem::path& path) {
   const std::size_t row_bytes = std::size_t{cfg.head_dim} * dtype_bytes(cfg.dtype);
   // Per token: a validated config bounds each factor (layers <= 4096, a page <= 2 GiB), so this
   // fits in 64 bits; the token count is then checked by division before anything is multiplied.
-  const std::uint64_t per_token = kMetaBytes + sw * sizeof(float) + std::uint64_t{cfg.n_layers} * cfg.n_kv_heads * 2 * row_bytes;
+  const std::uint64_t per_token =
+      kMetaBytes + sw * sizeof(float) + std::uint64_t{cfg.n_layers} * cfg.n_kv_heads * 2 * row_bytes;
   if (n > r.remaining() / per_token) {
-    r.fail("holds " + std::to_string(n) + " tokens of " + std::to_string(per_token) + " bytes, more than the file");
+    r.fail("holds " + std::to_string(n) + " tokens of " + std::to_string(per_token) +
+           " bytes, more than the file");
   }
   const std::size_t need = static_cast<std::size_t>(n * per_token);
   if (r.remaining() != need) {
@@ -271,10 +277,12 @@ void StreamCache::restore(const std::filesystem::path& path) {
     m.score = r.get<float>("token score");
     m.sink_heads = r.get<std::uint16_t>("token sink_heads");
     const auto pin = r.get<std::uint8_t>("token pin reason");
-    if (pin > static_cast<std::uint8_t>(PinReason::heavy_hitter)) r.fail("bad pin reason " + std::to_string(pin));
+    if (pin > static_cast<std::uint8_t>(PinReason::heavy_hitter))
+      r.fail("bad pin reason " + std::to_string(pin));
     m.pin = static_cast<PinReason>(pin);
     const bool pinned = i < n_pinned;
-    if (pinned == (m.pin == PinReason::none)) r.fail("token " + std::to_string(i) + " pin reason does not match its region");
+    if (pinned == (m.pin == PinReason::none))
+      r.fail("token " + std::to_string(i) + " pin reason does not match its region");
     if (m.pos < 0 || static_cast<std::uint64_t>(m.pos) >= s.seen) r.fail("token position out of range");
     // The pin must be one this stream's policy could have made: initial sinks are exactly the
     // positions it pins on arrival (a window token among them would put later arrivals out of

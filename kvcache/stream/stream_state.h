@@ -8,8 +8,8 @@
 #include <memory>
 #include <vector>
 
-#include "kvcache/stream_cache.h"
 #include "kvcache/stream/row_ring.h"
+#include "kvcache/stream_cache.h"
 
 namespace kvcache {
 
@@ -55,20 +55,20 @@ struct StreamCache::State {
   PageLayout layout;
   std::unique_ptr<Policy> policy;
   std::vector<detail::LayerPages> layers;
-  std::vector<TokenMeta> pinned;   // pinned tokens, cache order (= original order)
-  std::deque<TokenMeta> window;    // window tokens, cache order (consecutive positions)
-  std::vector<float> pinned_state; // observer state rows of pinned tokens
-  detail::RowRing window_state;    // observer state rows of window tokens
-  std::uint32_t front = 0;         // slot of window[0] in layers[*].window.front()
-  std::uint64_t seen = 0;          // tokens ever admitted
-  std::uint64_t evicted = 0;       // tokens dropped
-  std::uint32_t pending_pinned = 0;  // pending tokens at the end of `pinned`
-  std::uint32_t pending_window = 0;  // pending tokens at the end of `window`
+  std::vector<TokenMeta> pinned;      // pinned tokens, cache order (= original order)
+  std::deque<TokenMeta> window;       // window tokens, cache order (consecutive positions)
+  std::vector<float> pinned_state;    // observer state rows of pinned tokens
+  detail::RowRing window_state;       // observer state rows of window tokens
+  std::uint32_t front = 0;            // slot of window[0] in layers[*].window.front()
+  std::uint64_t seen = 0;             // tokens ever admitted
+  std::uint64_t evicted = 0;          // tokens dropped
+  std::uint32_t pending_pinned = 0;   // pending tokens at the end of `pinned`
+  std::uint32_t pending_window = 0;   // pending tokens at the end of `window`
   std::vector<std::uint8_t> written;  // per layer: pending tokens' K/V written
   std::size_t peak_bytes = 0;
-  std::vector<float> row;  // scratch: one head row
+  std::vector<float> row;         // scratch: one head row
   std::vector<float> token_rows;  // scratch: all KV heads of one token
-  RopeAngles rope;         // cos/sin of the last position keys were rotated by
+  RopeAngles rope;                // cos/sin of the last position keys were rotated by
 
   std::uint32_t P() const { return layout.page_tokens; }
   std::uint32_t n_kept() const { return static_cast<std::uint32_t>(pinned.size() + window.size()); }

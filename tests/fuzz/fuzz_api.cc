@@ -33,7 +33,7 @@ using namespace kvcache;
 using kvcache::fuzz::check_stream_invariants;
 using kvcache::fuzz::stream_fingerprint;
 
-constexpr int kMaxOps = 48;         // with the caps below, one input runs in about a millisecond
+constexpr int kMaxOps = 48;        // with the caps below, one input runs in about a millisecond
 constexpr std::size_t kSlots = 4;  // streams alive at once
 
 struct Slot {
@@ -90,14 +90,16 @@ StreamConfig fuzz_config(FuzzedDataProvider& in) {
   c.dtype = static_cast<DType>(enum_byte(2));
   c.positions = static_cast<PositionMode>(enum_byte(2));
   c.rope.style = static_cast<RopeStyle>(enum_byte(3));
-  c.rope.theta = pick(in, {10000.0, 10000.0, 500000.0, 1.0, 0.0, -1.0, std::numeric_limits<double>::quiet_NaN(),
-                           std::numeric_limits<double>::infinity()});
+  c.rope.theta =
+      pick(in, {10000.0, 10000.0, 500000.0, 1.0, 0.0, -1.0, std::numeric_limits<double>::quiet_NaN(),
+                std::numeric_limits<double>::infinity()});
   c.policy.kind = static_cast<PolicyKind>(enum_byte(5));
   c.policy.budget = pick(in, {0u, 1u, 2u, 3u, 5u, 8u, 12u, 24u, 0xffffffffu});
   c.policy.sinks = pick(in, {0u, 1u, 2u, 4u, 0xffffffffu});
   c.policy.hidden_sinks = pick(in, {0u, 1u, 2u, 4u, 0xffffffffu});
   c.policy.heavy = pick(in, {0u, 1u, 3u, 8u, 0xffffffffu});
-  c.policy.min_sink_heads = pick(in, {std::uint16_t{0}, std::uint16_t{1}, std::uint16_t{2}, std::uint16_t{0xffff}});
+  c.policy.min_sink_heads =
+      pick(in, {std::uint16_t{0}, std::uint16_t{1}, std::uint16_t{2}, std::uint16_t{0xffff}});
   c.token_state_floats = pick(in, {0u, 1u, 7u, 30u});  // create() may size it for a detector
   return c;
 }
@@ -114,10 +116,14 @@ std::array<std::uint64_t, kSlots> fingerprints(const World& w) {
 // Sizes of a span argument: right most of the time, sometimes off by one or empty.
 std::size_t fuzz_size(FuzzedDataProvider& in, std::size_t right) {
   switch (in.ConsumeIntegralInRange(0, 7)) {
-    case 0: return 0;
-    case 1: return right + 1;
-    case 2: return right > 0 ? right - 1 : 1;
-    default: return right;
+    case 0:
+      return 0;
+    case 1:
+      return right + 1;
+    case 2:
+      return right > 0 ? right - 1 : 1;
+    default:
+      return right;
   }
 }
 
@@ -247,10 +253,10 @@ void op_round_trip(World& w, std::size_t a, std::size_t b) {
     const StreamConfig &x = src.config(), &y = dst.config();
     FUZZ_CHECK(x.n_layers != y.n_layers || x.n_kv_heads != y.n_kv_heads || x.head_dim != y.head_dim ||
                x.page_tokens != y.page_tokens || x.dtype != y.dtype || x.positions != y.positions ||
-               x.rope.style != y.rope.style || x.rope.theta != y.rope.theta || x.policy.kind != y.policy.kind ||
-               x.policy.budget != y.policy.budget || x.policy.sinks != y.policy.sinks ||
-               x.policy.hidden_sinks != y.policy.hidden_sinks || x.policy.heavy != y.policy.heavy ||
-               x.policy.min_sink_heads != y.policy.min_sink_heads ||
+               x.rope.style != y.rope.style || x.rope.theta != y.rope.theta ||
+               x.policy.kind != y.policy.kind || x.policy.budget != y.policy.budget ||
+               x.policy.sinks != y.policy.sinks || x.policy.hidden_sinks != y.policy.hidden_sinks ||
+               x.policy.heavy != y.policy.heavy || x.policy.min_sink_heads != y.policy.min_sink_heads ||
                x.token_state_floats != y.token_state_floats);
     throw;
   }
@@ -358,10 +364,18 @@ bool do_op(World& w, int op, std::size_t si, FuzzedDataProvider& in) {
       c.begin(ids);
       return true;
     }
-    case 3: op_append(w, s, in, false); return true;
-    case 4: op_append(w, s, in, true); return true;
-    case 5: op_attend(w, s, in); return true;
-    case 6: op_read(s, in); return true;
+    case 3:
+      op_append(w, s, in, false);
+      return true;
+    case 4:
+      op_append(w, s, in, true);
+      return true;
+    case 5:
+      op_attend(w, s, in);
+      return true;
+    case 6:
+      op_read(s, in);
+      return true;
     case 7: {
       std::vector<float> m = w.values(fuzz_size(in, c.n_kept()));
       for (float& x : m) x = std::fabs(x) * 0.25f;  // attention mass is a probability
@@ -387,7 +401,9 @@ bool do_op(World& w, int op, std::size_t si, FuzzedDataProvider& in) {
       FUZZ_CHECK(o.state.size() == c.config().token_state_floats && o.pos >= 0);
       return true;
     }
-    case 11: op_spans(s, in); return true;
+    case 11:
+      op_spans(s, in);
+      return true;
     case 12: {
       const std::size_t bi = in.ConsumeIntegralInRange<std::size_t>(0, kSlots - 1);
       if (bi != si) op_move(s, w.slots[bi]);
@@ -400,7 +416,8 @@ bool do_op(World& w, int op, std::size_t si, FuzzedDataProvider& in) {
                                   in.ConsumeIntegralInRange<std::uint32_t>(0, s.n_heads));
       }
       return true;
-    default: return true;
+    default:
+      return true;
   }
 }
 

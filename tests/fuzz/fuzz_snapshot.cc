@@ -40,7 +40,7 @@ std::optional<StreamConfig> header_config(const std::vector<std::uint8_t>& d) {
   c.n_kv_heads = load_at<std::uint32_t>(d, 20);
   c.head_dim = load_at<std::uint32_t>(d, 24);
   c.page_tokens = load_at<std::uint32_t>(d, 28);
-  c.dtype = static_cast<DType>(d[32] % 2);  // the enums' valid values only: this target is
+  c.dtype = static_cast<DType>(d[32] % 2);             // the enums' valid values only: this target is
   c.positions = static_cast<PositionMode>(d[33] % 2);  // about the file, fuzz_api about configs
   c.rope.style = static_cast<RopeStyle>(d[34] % 3);
   c.policy.kind = static_cast<PolicyKind>(d[35] % 5);
@@ -51,7 +51,8 @@ std::optional<StreamConfig> header_config(const std::vector<std::uint8_t>& d) {
   c.policy.heavy = load_at<std::uint32_t>(d, 56);
   c.policy.min_sink_heads = load_at<std::uint16_t>(d, 60);
   c.token_state_floats = load_at<std::uint32_t>(d, 62);
-  if (c.n_layers > 4 || c.n_kv_heads > 4 || c.head_dim > 64 || c.page_tokens > 64 || c.token_state_floats > 64) {
+  if (c.n_layers > 4 || c.n_kv_heads > 4 || c.head_dim > 64 || c.page_tokens > 64 ||
+      c.token_state_floats > 64) {
     return std::nullopt;
   }
   return c;
@@ -94,9 +95,11 @@ bool rows_tame(const StreamCache& cache) {
     for (std::uint32_t i = 0; i < cache.n_kept(); ++i) {
       for (std::uint32_t h = 0; h < c.n_kv_heads; ++h) {
         cache.read_key(il, i, h, row);
-        for (float x : row) if (!(std::fabs(x) < 1e4f)) return false;
+        for (float x : row)
+          if (!(std::fabs(x) < 1e4f)) return false;
         cache.read_value(il, i, h, row);
-        for (float x : row) if (!(std::fabs(x) < 1e4f)) return false;
+        for (float x : row)
+          if (!(std::fabs(x) < 1e4f)) return false;
       }
     }
   }
@@ -150,7 +153,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     try {
       const std::size_t page_bytes = c->layout().page_bytes();
       // A 1 MiB budget: a restore needing more pages must fail with PoolExhausted, unchanged.
-      pool = std::make_shared<PagePool>(PagePoolOptions{page_bytes, std::max<std::size_t>(page_bytes, 1 << 20)});
+      pool =
+          std::make_shared<PagePool>(PagePoolOptions{page_bytes, std::max<std::size_t>(page_bytes, 1 << 20)});
       cache.emplace(pool, *c);
     } catch (const Error&) {
       cache.reset();
@@ -181,7 +185,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     StreamCache twin(pool, cache->config());
     try {
       twin.restore(again);
-      FUZZ_CHECK(kvcache::fuzz::stream_fingerprint(twin, true) == kvcache::fuzz::stream_fingerprint(*cache, true));
+      FUZZ_CHECK(kvcache::fuzz::stream_fingerprint(twin, true) ==
+                 kvcache::fuzz::stream_fingerprint(*cache, true));
       FUZZ_CHECK(pool->stats().pages_in_use == cache->stats().pages + twin.stats().pages);
     } catch (const PoolExhausted&) {
     }

@@ -93,7 +93,8 @@ std::vector<std::uint8_t> synthetic_tokenizer(std::uint32_t* vocab_size) {
     pieces.emplace_back(1, c);
     scores.push_back(-100.f - static_cast<float>(c));
   }
-  const char* merges[] = {" t", "th", "he", "the", " the", "in", " a", "an", "and", " and", "ed", "er", "on", "re"};
+  const char* merges[] = {" t", "th",  "he",   "the", " the", "in", " a",
+                          "an", "and", " and", "ed",  "er",   "on", "re"};
   float score = -50.f;
   for (const char* m : merges) {
     pieces.emplace_back(m);
@@ -126,7 +127,8 @@ std::vector<std::uint8_t> synthetic_checkpoint(std::uint32_t n_kv_heads, bool se
                                layers * dim + 3 * std::size_t(layers) * hidden * dim + dim +
                                2 * std::size_t(seq_len) * (head_dim / 2) +
                                (separate_classifier ? std::size_t(vocab) * dim : 0);
-  for (std::size_t i = 0; i < n_floats; ++i) put_f32(out, static_cast<float>(static_cast<int>(i % 17) - 8) / 64.f);
+  for (std::size_t i = 0; i < n_floats; ++i)
+    put_f32(out, static_cast<float>(static_cast<int>(i % 17) - 8) / 64.f);
   return out;
 }
 
@@ -213,7 +215,8 @@ void check_stream_invariants(const StreamCache& cache) {
     FUZZ_CHECK(t.meta.pos >= 0 && static_cast<std::uint64_t>(t.meta.pos) < st.tokens_seen);
     if (i > 0) FUZZ_CHECK(t.meta.pos > kept[i - 1].meta.pos);
     if (i > n_pinned) FUZZ_CHECK(t.meta.pos == kept[i - 1].meta.pos + 1);
-    const std::int64_t want = c.positions == PositionMode::reindexed ? static_cast<std::int64_t>(i) : t.meta.pos;
+    const std::int64_t want =
+        c.positions == PositionMode::reindexed ? static_cast<std::int64_t>(i) : t.meta.pos;
     FUZZ_CHECK(t.cache_pos == want);
     FUZZ_CHECK(cache.cache_position(static_cast<std::uint32_t>(i)) == want);
   }

@@ -56,7 +56,8 @@ void tokenizer_seeds(const fs::path& dir) {
     (void)llama::Tokenizer::load(f.path(), vocab);
   }
   // Mode "load": byte 0 even, bytes 1-2 = vocab - 250 (little-endian), then the file.
-  Bytes load = {0, static_cast<std::uint8_t>((vocab - 250) & 0xff), static_cast<std::uint8_t>((vocab - 250) >> 8)};
+  Bytes load = {0, static_cast<std::uint8_t>((vocab - 250) & 0xff),
+                static_cast<std::uint8_t>((vocab - 250) >> 8)};
   load.insert(load.end(), tok.begin(), tok.end());
   write(dir, "load_synthetic.bin", load);
   // Mode "text": byte 0 = 1 | 2 (BOS) | 4 (EOS), then the text.
@@ -82,15 +83,16 @@ void token_file_seeds(const fs::path& dir) {
 }
 
 // A stream with a few dozen tokens of deterministic K/V, attention fed back to a detector.
-void snapshot_seed(const fs::path& dir, const std::string& name, StreamConfig c, std::uint32_t n_heads, int tokens) {
+void snapshot_seed(const fs::path& dir, const std::string& name, StreamConfig c, std::uint32_t n_heads,
+                   int tokens) {
   const bool detect = c.policy.kind == PolicyKind::hidden_sinks;
   if (detect) c.token_state_floats = c.n_layers * n_heads + c.n_layers;
   auto pool = std::make_shared<PagePool>(PagePoolOptions{c.layout().page_bytes(), std::size_t{1} << 20});
   StreamCache cache(pool, c);
   std::optional<SinkDetector> det;
   if (detect) det.emplace(c.n_layers, n_heads);
-  std::vector<float> k(std::size_t{c.n_kv_heads} * c.head_dim), v(k.size()), q(std::size_t{n_heads} * c.head_dim),
-      out(q.size()), mass;
+  std::vector<float> k(std::size_t{c.n_kv_heads} * c.head_dim), v(k.size()),
+      q(std::size_t{n_heads} * c.head_dim), out(q.size()), mass;
   for (int t = 0; t < tokens; ++t) {
     const std::int32_t id = 3 + t % 250;
     cache.begin(std::span(&id, 1));
@@ -170,11 +172,31 @@ class Program {
 
 // create: op 0, slot, then the fuzz_config choices by index (see fuzz_api.cc), group, detect,
 // alpha, decay.
-void create(Program& p, std::uint8_t slot, std::uint8_t layers, std::uint8_t kv, std::uint8_t hd, std::uint8_t pt,
-            std::uint8_t dtype, std::uint8_t positions, std::uint8_t rope, std::uint8_t kind, std::uint8_t budget,
-            std::uint8_t sinks, std::uint8_t hidden, std::uint8_t heavy, std::uint8_t min_heads, bool detect) {
-  p.b(0).b(slot).b(layers).b(kv).b(hd).b(pt).b(dtype).b(positions).b(rope).b(0).b(kind).b(budget).b(sinks)
-      .b(hidden).b(heavy).b(min_heads).b(0).b(1).b(detect ? 1 : 0).b(0).b(0);
+void create(Program& p, std::uint8_t slot, std::uint8_t layers, std::uint8_t kv, std::uint8_t hd,
+            std::uint8_t pt, std::uint8_t dtype, std::uint8_t positions, std::uint8_t rope, std::uint8_t kind,
+            std::uint8_t budget, std::uint8_t sinks, std::uint8_t hidden, std::uint8_t heavy,
+            std::uint8_t min_heads, bool detect) {
+  p.b(0)
+      .b(slot)
+      .b(layers)
+      .b(kv)
+      .b(hd)
+      .b(pt)
+      .b(dtype)
+      .b(positions)
+      .b(rope)
+      .b(0)
+      .b(kind)
+      .b(budget)
+      .b(sinks)
+      .b(hidden)
+      .b(heavy)
+      .b(min_heads)
+      .b(0)
+      .b(1)
+      .b(detect ? 1 : 0)
+      .b(0)
+      .b(0);
 }
 
 // begin one token, append every layer, attend on `layer` with mass fed to the detector.

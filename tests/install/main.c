@@ -35,7 +35,8 @@ int main(void) {
     }
   }
   if (kvc_stream_attend(stream, 0, 1, q, 4, out, 4, NULL, 0, NULL) != KVC_OK ||
-      kvc_stream_stats_get(stream, &st) != KVC_OK || st.tokens_kept != 8 || out[0] < 0.499f || out[0] > 0.501f) {
+      kvc_stream_stats_get(stream, &st) != KVC_OK || st.tokens_kept != 8 || out[0] < 0.499f ||
+      out[0] > 0.501f) {
     fprintf(stderr, "consumer_pkgconfig: unexpected result: %s\n", kvc_last_error());
     return 1;
   }
