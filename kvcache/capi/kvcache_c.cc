@@ -30,7 +30,7 @@ struct kvc_pool {
 struct kvc_stream {
   kvc_stream(std::shared_ptr<kvcache::PagePool> p, const kvcache::StreamConfig& c,
              std::optional<kvcache::SinkDetector> d, std::uint32_t d_heads)
-      : pool(p), cache(std::move(p), c), detector(d), detector_heads(d_heads) {}
+      : pool(p), cache(std::move(p), c), detector(std::move(d)), detector_heads(d_heads) {}
 
   std::shared_ptr<kvcache::PagePool> pool;        // kept to rebuild `cache` in kvc_stream_reset
   kvcache::StreamCache cache;                     // the stream; owns its pages
