@@ -1,6 +1,8 @@
 // Test helpers: unique temporary files removed on scope exit, and the shared test inputs.
 #pragma once
 
+#include <doctest/doctest.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -8,6 +10,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "kvcache/error.h"
 
 namespace kvcache::llama::test {
 
@@ -26,6 +30,23 @@ class TempFile {
  private:
   std::filesystem::path path_;
 };
+
+/// The FormatError message that `load()` throws for the file `f`, which the message must name;
+/// a test failure if it loads or throws anything else.
+template <class Load>
+std::string format_error_of(const TempFile& f, Load&& load) {
+  try {
+    load();
+  } catch (const FormatError& e) {
+    const std::string msg = e.what();
+    CHECK_MESSAGE(msg.find(f.str()) != std::string::npos, msg);
+    return msg;
+  } catch (const std::exception& e) {
+    FAIL("expected FormatError, got: " << e.what());
+  }
+  FAIL("expected FormatError, " << f.str() << " loaded");
+  return {};
+}
 
 /// ../shared relative to the repo (from the build's KVCACHE_SHARED_DIR).
 std::filesystem::path shared_dir();

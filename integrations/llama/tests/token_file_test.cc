@@ -23,15 +23,7 @@ std::vector<std::byte> shard(std::initializer_list<unsigned> ids) {
 
 std::string read_error(const std::vector<std::byte>& bytes) {
   TempFile f("tokens", bytes);
-  try {
-    read_token_file(f.path(), 512);
-  } catch (const FormatError& e) {
-    const std::string msg = e.what();
-    CHECK_MESSAGE(msg.find(f.str()) != std::string::npos, msg);
-    return msg;
-  }
-  FAIL("expected FormatError");
-  return {};
+  return format_error_of(f, [&] { read_token_file(f.path(), 512); });
 }
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
