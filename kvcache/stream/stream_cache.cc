@@ -258,7 +258,7 @@ std::vector<KeptToken> StreamCache::tokens() const {
   std::vector<KeptToken> out;
   out.reserve(s.n_kept());
   for (std::uint32_t i = 0; i < s.n_kept(); ++i) {
-    out.push_back({i < s.pinned.size() ? s.pinned[i] : s.window[i - s.pinned.size()], s.cache_pos(i)});
+    out.push_back({s.meta(i), s.cache_pos(i)});
   }
   return out;
 }
@@ -344,12 +344,11 @@ StreamCache::Observed StreamCache::observed(std::uint32_t index) {
   State& s = *state_;
   if (index >= s.n_kept()) throw InvalidArgument("StreamCache::observed: index out of range");
   const std::size_t w = s.config.token_state_floats;
+  TokenMeta& m = s.meta(index);
   if (index < s.pinned.size()) {
-    TokenMeta& m = s.pinned[index];
     return {&m.score, &m.sink_heads, std::span<float>(s.pinned_state.data() + index * w, w), m.pos};
   }
   const std::uint32_t wi = index - static_cast<std::uint32_t>(s.pinned.size());
-  TokenMeta& m = s.window[wi];
   return {&m.score, &m.sink_heads, s.window_state.row(wi), m.pos};
 }
 
@@ -358,7 +357,7 @@ void StreamCache::add_scores(std::span<const float> mass) {
   State& s = *state_;
   if (mass.size() != s.n_kept()) throw InvalidArgument("StreamCache::add_scores: size must equal n_kept()");
   for (std::uint32_t i = 0; i < s.n_kept(); ++i) {
-    (i < s.pinned.size() ? s.pinned[i] : s.window[i - s.pinned.size()]).score += mass[i];
+    s.meta(i).score += mass[i];
   }
 }
 
@@ -368,7 +367,7 @@ void StreamCache::set_sink_heads(std::span<const std::uint16_t> heads) {
   if (heads.size() != s.n_kept())
     throw InvalidArgument("StreamCache::set_sink_heads: size must equal n_kept()");
   for (std::uint32_t i = 0; i < s.n_kept(); ++i) {
-    (i < s.pinned.size() ? s.pinned[i] : s.window[i - s.pinned.size()]).sink_heads = heads[i];
+    s.meta(i).sink_heads = heads[i];
   }
 }
 

@@ -152,11 +152,8 @@ void StreamCache::save(const std::filesystem::path& path) const {
   w.put(static_cast<std::uint32_t>(s.pinned.size()));
   w.put(static_cast<std::uint32_t>(s.window.size()));
   const std::uint32_t n = s.n_kept();
-  auto meta = [&](std::uint32_t i) -> const TokenMeta& {
-    return i < s.pinned.size() ? s.pinned[i] : s.window[i - s.pinned.size()];
-  };
   for (std::uint32_t i = 0; i < n; ++i) {
-    const TokenMeta& m = meta(i);
+    const TokenMeta& m = s.meta(i);
     w.put(m.pos);
     w.put(m.token);
     w.put(m.score);

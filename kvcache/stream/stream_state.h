@@ -81,15 +81,16 @@ struct StreamCache::State {
     const std::uint32_t g = front + (i - static_cast<std::uint32_t>(pinned.size()));
     return {lp.window[g / P()], g % P()};
   }
+  // Metadata of cache index `i`: pinned tokens first, then the window.
+  TokenMeta& meta(std::uint32_t i) { return i < pinned.size() ? pinned[i] : window[i - pinned.size()]; }
+  const TokenMeta& meta(std::uint32_t i) const {
+    return i < pinned.size() ? pinned[i] : window[i - pinned.size()];
+  }
   // Position a stored key was rotated by.
   std::int64_t stored_pos(std::uint32_t i) const {
-    if (i < pinned.size()) return reindexed() ? std::int64_t{i} : pinned[i].pos;
-    return window[i - pinned.size()].pos;
+    return i < pinned.size() && reindexed() ? std::int64_t{i} : meta(i).pos;
   }
-  std::int64_t cache_pos(std::uint32_t i) const {
-    if (!reindexed()) return i < pinned.size() ? pinned[i].pos : window[i - pinned.size()].pos;
-    return i;
-  }
+  std::int64_t cache_pos(std::uint32_t i) const { return reindexed() ? std::int64_t{i} : meta(i).pos; }
   std::byte* k_row(PageId page, std::uint32_t slot, std::uint32_t h) const {
     return pool->data(page) + layout.k_offset(h, slot);
   }
