@@ -10,6 +10,7 @@
 #include "kvcache/error.h"
 #include "perplexity.h"
 #include "sweep.h"
+#include "tokenize.h"
 
 namespace {
 
@@ -41,6 +42,8 @@ int main(int argc, char** argv) {
   kvstream::InspectOptions inspect;
   CLI::App* sweep_cmd = kvstream::add_sweep_command(app, sweep);
   CLI::App* inspect_cmd = kvstream::add_inspect_command(app, inspect);
+  kvstream::TokenizeOptions tokenize;
+  CLI::App* tokenize_cmd = kvstream::add_tokenize_command(app, tokenize);
 
   try {
     app.parse(argc, argv);
@@ -58,6 +61,7 @@ int main(int argc, char** argv) {
     if (ppl_cmd->parsed()) return kvstream::run_ppl(ppl);
     if (sweep_cmd->parsed()) return kvstream::run_sweep(sweep);
     if (inspect_cmd->parsed()) return kvstream::run_inspect(inspect);
+    if (tokenize_cmd->parsed()) return kvstream::run_tokenize(tokenize);
     return 2;
   } catch (const kvcache::PoolExhausted& e) {
     report("KV pool exhausted (raise --max-kv-mb or use a budgeted policy): ", e.what());

@@ -1,6 +1,10 @@
 #include "llama/token_file.h"
 
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <string>
+#include <system_error>
 
 #include "kvcache/error.h"
 #include "llama/binary_io.h"
@@ -28,6 +32,40 @@ std::vector<std::int32_t> read_token_file(const std::filesystem::path& path, std
     tokens[i] = static_cast<std::int32_t>(id);
   }
   return tokens;
+}
+
+void write_token_file(const std::filesystem::path& path, std::span<const std::int32_t> tokens) {
+  if (tokens.empty())
+    throw InvalidArgument("write_token_file: no tokens to write to '" + path.string() + "'");
+  std::vector<unsigned char> bytes(tokens.size() * 2);
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] > 0xFFFF) {
+      throw InvalidArgument("write_token_file: token " + std::to_string(i) + " = " +
+                            std::to_string(tokens[i]) + " does not fit uint16");
+    }
+    const auto id = static_cast<unsigned>(tokens[i]);
+    bytes[2 * i] = static_cast<unsigned char>(id & 0xFFu);
+    bytes[2 * i + 1] = static_cast<unsigned char>(id >> 8);
+  }
+  std::filesystem::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (f) f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    if (!f || !f.flush()) {
+      const std::string why = std::strerror(errno);
+      std::error_code ignored;
+      std::filesystem::remove(tmp, ignored);
+      throw Error("token file '" + path.string() + "': cannot write: " + why);
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::error_code ignored;
+    std::filesystem::remove(tmp, ignored);
+    throw Error("token file '" + path.string() + "': cannot rename into place: " + ec.message());
+  }
 }
 
 }  // namespace kvcache::llama

@@ -61,4 +61,17 @@ TEST_CASE("token file: missing file is an Error naming it") {
   }
 }
 
+TEST_CASE("token file: write then read returns the same ids; bad ids write nothing") {
+  TempFile f("tokens_rt", shard({7}));  // overwritten by the writer
+  const std::vector<std::int32_t> ids{1, 0, 511, 258, 65535, 256};
+  write_token_file(f.path(), ids);
+  CHECK(read_token_file(f.path(), 65536) == ids);
+  const std::vector<std::int32_t> bad{1, 65536};
+  CHECK_THROWS_AS(write_token_file(f.path(), bad), InvalidArgument);
+  const std::vector<std::int32_t> negative{-1};
+  CHECK_THROWS_AS(write_token_file(f.path(), negative), InvalidArgument);
+  CHECK_THROWS_AS(write_token_file(f.path(), std::vector<std::int32_t>{}), InvalidArgument);
+  CHECK(read_token_file(f.path(), 65536) == ids);  // the earlier file is untouched
+}
+
 }  // namespace kvcache::llama::test
