@@ -94,7 +94,8 @@ TEST_CASE("planted initial and mid-stream sinks are found, in the heads they liv
   CHECK_FALSE(hx.detector.is_sink(hx.cache, 41, 1, 1));
 }
 
-TEST_CASE("an intermittent sink stays flagged and a decaying one is dropped") {
+// Rule 1 (is_sink): the bias-corrected moving average follows recent queries.
+TEST_CASE("recent evidence: an intermittent sink stays flagged and a decaying one is dropped") {
   Harness hx(PolicyConfig::full());
   const Pattern pattern = [](std::int64_t pos, auto, auto, std::int64_t q) {
     const float big = 0.5f * static_cast<float>(q + 1);
@@ -102,18 +103,94 @@ TEST_CASE("an intermittent sink stays flagged and a decaying one is dropped") {
     if (pos == 20) return q < 120 ? big : 1.f;     // fades after query 120
     return 1.f;
   };
+  const auto recent_sinks = [&] {
+    std::set<std::int64_t> out;
+    for (std::uint32_t j = 0; j < hx.cache.n_kept(); ++j) {
+      for (std::uint32_t l = 0; l < kLayers; ++l) {
+        for (std::uint32_t h = 0; h < kHeads; ++h) {
+          if (hx.detector.is_sink(hx.cache, j, l, h)) out.insert(hx.cache.tokens()[j].meta.pos);
+        }
+      }
+    }
+    return out;
+  };
   for (int t = 0; t < 119; ++t) hx.step(pattern);
-  CHECK(hx.sinks_now(1) == std::set<std::int64_t>{10, 20});
+  CHECK(recent_sinks() == std::set<std::int64_t>{10, 20});
   for (int t = 0; t < 80; ++t) hx.step(pattern);
-  CHECK(hx.sinks_now(1) == std::set<std::int64_t>{10});
+  CHECK(recent_sinks() == std::set<std::int64_t>{10});
+}
+
+// Rule 2 (sink_heads): a sink draws attention from most queries, not from a few.
+TEST_CASE("window evidence: a token a few queries attend to is no sink, one most queries attend to is") {
+  Harness hx(PolicyConfig::full());
+  const Pattern pattern = [](std::int64_t pos, auto, auto, std::int64_t q) {
+    const float big = 0.5f * static_cast<float>(q + 1);
+    if (pos == 40) return q <= 46 ? big : 1.f;     // its next 6 queries (content, like a URL's '<')
+    if (pos == 60) return q % 3 != 0 ? big : 1.f;  // two queries in three: a sink
+    return 1.f;
+  };
+  for (int t = 0; t < 46; ++t) hx.step(pattern);
+  CHECK(hx.detector.is_sink(hx.cache, 40, 0, 0));     // recent evidence says sink...
+  CHECK(hx.cache.tokens()[40].meta.sink_heads == 0);  // ...but 6 queries are too few to judge
+  for (int t = 0; t < 102; ++t) hx.step(pattern);
+  const std::vector<KeptToken> kept = hx.cache.tokens();
+  CHECK(kept[40].meta.sink_heads == 0);
+  CHECK(kept[60].meta.sink_heads == kLayers * kHeads);
+  CHECK(hx.sinks_now(1) == std::set<std::int64_t>{60});
+}
+
+// The self-reinforcement case: token 30 qualifies weakly in the window (2 heads), then, once
+// pinned, draws attention in every head because it is kept. Its evidence must stay what it
+// earned in the window, so token 60, a stronger sink in the window (4 heads), replaces it.
+TEST_CASE("hidden-sinks: attention a token gets because it is pinned earns it nothing") {
+  Harness hx(PolicyConfig::hidden(4, 1, 24, 2));
+  const Pattern pattern = [](std::int64_t pos, std::uint32_t l, std::uint32_t h, std::int64_t q) {
+    const float big = 0.5f * static_cast<float>(q + 1);
+    if (pos == 30) return (l == 0 && h < 2) || q >= 55 ? big : 1.f;  // q >= 55: pinned by then
+    if (pos == 60) return l == 0 ? big : 1.f;
+    return 1.f;
+  };
+  bool pinned_30 = false;
+  std::uint16_t heads_30_when_pinned = 0;
+  for (int t = 0; t < 120; ++t) {
+    hx.step(pattern);
+    for (const KeptToken& k : hx.cache.tokens()) {
+      if (k.meta.pos != 30 || k.meta.pin != PinReason::hidden_sink) continue;
+      if (!pinned_30) heads_30_when_pinned = k.meta.sink_heads;
+      pinned_30 = true;
+      CHECK(k.meta.sink_heads == heads_30_when_pinned);  // frozen while pinned
+    }
+  }
+  CHECK(pinned_30);
+  CHECK(heads_30_when_pinned == 2);
+  std::set<std::int64_t> hidden;
+  for (const KeptToken& t : hx.cache.tokens()) {
+    if (t.meta.pin == PinReason::hidden_sink) hidden.insert(t.meta.pos);
+  }
+  CHECK(hidden == std::set<std::int64_t>{60});
+  CHECK(hx.kept_positions().count(30) == 0);
+}
+
+// A token that draws attention only once it is kept beyond the window is never pinned.
+TEST_CASE("hidden-sinks: a token attended only while kept is never pinned") {
+  Harness hx(PolicyConfig::hidden(4, 8, 24, 1));
+  const Pattern pattern = [](std::int64_t pos, auto, auto, std::int64_t q) {
+    // Every token would draw attention from queries more than 20 behind it, i.e. only if kept.
+    return pos >= 4 && q - pos > 20 ? 0.5f * static_cast<float>(q + 1) : 1.f;
+  };
+  for (int t = 0; t < 200; ++t) hx.step(pattern);
+  std::vector<std::int64_t> got;
+  for (const KeptToken& t : hx.cache.tokens()) got.push_back(t.meta.pos);
+  CHECK(got == kvtest::expected_positions(200, 4, 24));
 }
 
 TEST_CASE("hidden-sinks keeps planted sinks past the window, within the cap and the budget") {
-  // Sinks at 30, 50, 70, 90 (strength rising); cap 2: the two strongest must survive.
+  // Sinks at 30, 50, 70, 90 in 2, 4, 6, 8 (layer, head) pairs; cap 2: the two strongest survive.
   Harness hx(PolicyConfig::hidden(4, 2, 24, 2));
-  const Pattern pattern = [](std::int64_t pos, auto, auto, std::int64_t q) {
-    if (pos >= 30 && pos <= 90 && pos % 20 == 10)
-      return (0.1f + 0.002f * static_cast<float>(pos)) * static_cast<float>(q + 1);
+  const Pattern pattern = [](std::int64_t pos, std::uint32_t l, std::uint32_t h, std::int64_t q) {
+    const std::int64_t pairs = (pos - 10) / 10;
+    if (pos >= 30 && pos <= 90 && pos % 20 == 10 && std::int64_t{l * kHeads + h} < pairs)
+      return 0.5f * static_cast<float>(q + 1);
     return 1.f;
   };
   for (int t = 0; t < 400; ++t) {
@@ -203,6 +280,9 @@ TEST_CASE("detector and policy arguments are validated") {
   CHECK_THROWS_AS(SinkDetector(0, 4), InvalidArgument);
   CHECK_THROWS_AS(SinkDetector(2, 4, {1.f, 0.9f}), InvalidArgument);
   CHECK_THROWS_AS(SinkDetector(2, 4, {5.f, 1.f}), InvalidArgument);
+  CHECK_THROWS_AS(SinkDetector(2, 4, {5.f, 0.9f, 0.f}), InvalidArgument);
+  CHECK_THROWS_AS(SinkDetector(2, 4, {5.f, 0.9f, 1.5f}), InvalidArgument);
+  CHECK_THROWS_AS(SinkDetector(2, 4, {5.f, 0.9f, 0.5f, 0}), InvalidArgument);
   CHECK_THROWS_AS(make_policy(PolicyConfig::hidden(4, 28, 32)), InvalidArgument);
   CHECK_THROWS_AS(make_policy(PolicyConfig::heavy_hitters(16, 16)), InvalidArgument);
   Harness hx(PolicyConfig::full());

@@ -60,7 +60,8 @@ struct TokenMeta {
   std::int64_t pos = 0;             ///< original position in the stream, 0-based
   std::int32_t token = -1;          ///< token id given to StreamCache::begin
   float score = 0.f;                ///< accumulated attention mass (fed by observers such as H2O)
-  std::uint16_t sink_heads = 0;     ///< (layer, head) pairs where a detector currently calls it a sink
+  std::uint16_t sink_heads = 0;     ///< (layer, head) pairs where a detector calls it a sink (SinkDetector:
+                                    ///< window evidence, frozen once pinned)
   PinReason pin = PinReason::none;  ///< why it is pinned, none in the window
 };
 

@@ -125,6 +125,7 @@ class StreamCache {
     std::uint16_t* sink_heads;
     std::span<float> state;  ///< token_state_floats floats
     std::int64_t pos;        ///< original position (read-only)
+    PinReason pin;           ///< why it is pinned, none in the window (read-only)
   };
   Observed observed(std::uint32_t index);
 

@@ -30,7 +30,7 @@ std::uint32_t calibrate_sinks(StreamCache& cache, const SinkDetector& detector, 
     double removed_mass = 0;
     std::fill(removed.begin(), removed.end(), 0.0);
     for (std::uint32_t j = 0; j < n; ++j) {
-      if (tokens[j].meta.pin == PinReason::initial || tokens[j].meta.sink_heads == 0 || p[j] == 0.f) continue;
+      if (tokens[j].meta.pin == PinReason::initial || p[j] == 0.f) continue;
       if (!detector.is_sink(cache, j, layer, h)) continue;
       const double cut = (1.0 - beta) * p[j];
       cache.read_value(layer, j, h / group, v);

@@ -21,6 +21,11 @@ SinkDetector::SinkDetector(std::uint32_t n_layers, std::uint32_t n_heads, SinkDe
     throw InvalidArgument("SinkDetector: decay must be in (0, 1) (got " + std::to_string(options.decay) +
                           ")");
   }
+  if (!(options.persistence > 0.f && options.persistence <= 1.f)) {
+    throw InvalidArgument("SinkDetector: persistence must be in (0, 1] (got " +
+                          std::to_string(options.persistence) + ")");
+  }
+  if (options.min_queries == 0) throw InvalidArgument("SinkDetector: min_queries must be >= 1");
   // inv_bias_[n] = 1 / (1 - decay^n) while decay^n is above f32 resolution.
   inv_bias_.push_back(1.f);
   double power = options.decay;
@@ -48,31 +53,39 @@ void SinkDetector::observe(StreamCache& cache, std::uint32_t layer, std::span<co
                           std::to_string(cache.config().token_state_floats) +
                           " state floats per token, the detector needs " + std::to_string(state_floats()));
   }
-  const std::int64_t query_pos = static_cast<std::int64_t>(cache.stats().tokens_seen) - 1;
   const float keep = options_.decay, take = 1.f - options_.decay;
   const float uniform_scale = static_cast<float>(n);
+  const std::size_t lh = std::size_t{n_layers_} * n_heads_;
   for (std::uint32_t j = 0; j < n; ++j) {
     StreamCache::Observed o = cache.observed(j);
     float* ema = o.state.data() + std::size_t{layer} * n_heads_;
-    float* layer_count = o.state.data() + std::size_t{n_layers_} * n_heads_ + layer;
-    // Compare the raw EMA with alpha scaled by the bias term: one lookup per token, not per head.
-    const float threshold = options_.alpha / corrected(1.f, query_pos - o.pos + 1);
     float mass_sum = 0.f;
-    std::uint32_t sinks_here = 0;
     for (std::uint32_t h = 0; h < n_heads_; ++h) {
       const float p = mass[std::size_t{h} * n + j];
       mass_sum += p;
       ema[h] = keep * ema[h] + take * p * uniform_scale;
-      if (ema[h] > threshold) ++sinks_here;
     }
     *o.score += mass_sum;
+    // Rule 2: evidence only from queries that saw the token in the window (see the header).
+    if (o.pin != PinReason::none) continue;
+    float* hits = o.state.data() + lh + std::size_t{layer} * n_heads_;
+    float* queries = o.state.data() + 2 * lh + layer;
+    float* layer_count = o.state.data() + 2 * lh + n_layers_ + layer;
+    *queries += 1.f;
+    const bool judged = *queries >= static_cast<float>(options_.min_queries);
+    const float needed = options_.persistence * *queries;
+    std::uint32_t sinks_here = 0;
+    for (std::uint32_t h = 0; h < n_heads_; ++h) {
+      if (mass[std::size_t{h} * n + j] * uniform_scale > options_.alpha) hits[h] += 1.f;
+      if (judged && hits[h] >= needed) ++sinks_here;
+    }
     // Token state may come from a snapshot file and hold anything; converting a float outside
     // the integer's range is undefined behaviour, so take only a count this detector can write.
     const float stored = *layer_count;
     const std::uint32_t before =
         stored >= 0.f && stored <= static_cast<float>(n_heads_) ? static_cast<std::uint32_t>(stored) : 0;
     *layer_count = static_cast<float>(sinks_here);
-    const std::uint32_t total = *o.sink_heads - before + sinks_here;
+    const std::uint32_t total = *o.sink_heads >= before ? *o.sink_heads - before + sinks_here : sinks_here;
     *o.sink_heads = static_cast<std::uint16_t>(std::min<std::uint32_t>(total, 0xffff));
   }
 }

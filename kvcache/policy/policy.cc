@@ -43,7 +43,10 @@ class SinkWindowPolicy final : public Policy {
 // Initial sinks + detected hidden sinks (TokenMeta::sink_heads, from a SinkDetector) + window.
 // A leaving token with enough sink heads is pinned while fewer than `hidden_sinks` are; when the
 // cap is reached it replaces the weakest pinned hidden sink if it is stronger. A pinned hidden
-// sink whose count decayed to zero is released the next time a token leaves.
+// sink whose count is zero is released the next time a token leaves. SinkDetector freezes a
+// token's count when it is pinned (it must not earn its place from the attention it gets because
+// it is kept), so with the detector a pinned sink leaves only for a stronger one; the release rule
+// serves counts set by other means (StreamCache::set_sink_heads).
 class HiddenSinkPolicy final : public Policy {
  public:
   explicit HiddenSinkPolicy(const PolicyConfig& c) : config_(c) {}

@@ -346,10 +346,10 @@ StreamCache::Observed StreamCache::observed(std::uint32_t index) {
   const std::size_t w = s.config.token_state_floats;
   TokenMeta& m = s.meta(index);
   if (index < s.pinned.size()) {
-    return {&m.score, &m.sink_heads, std::span<float>(s.pinned_state.data() + index * w, w), m.pos};
+    return {&m.score, &m.sink_heads, std::span<float>(s.pinned_state.data() + index * w, w), m.pos, m.pin};
   }
   const std::uint32_t wi = index - static_cast<std::uint32_t>(s.pinned.size());
-  return {&m.score, &m.sink_heads, s.window_state.row(wi), m.pos};
+  return {&m.score, &m.sink_heads, s.window_state.row(wi), m.pos, m.pin};
 }
 
 void StreamCache::add_scores(std::span<const float> mass) {
