@@ -91,8 +91,8 @@ Weights make_weights(GgmlType type, std::span<const Shape> shapes) {
   for (std::size_t c = 0; c < copies; ++c) {
     std::vector<WeightMatrix> set;
     for (std::size_t i = 0; i < shapes.size(); ++i) {
-      w.storage.push_back(c + 1 == copies ? std::move(first[i]) : first[i]);
       const std::size_t row_bytes = first[i].size() / shapes[i].rows;
+      w.storage.push_back(c + 1 == copies ? std::move(first[i]) : first[i]);
       set.push_back(WeightMatrix{type, shapes[i].rows, shapes[i].cols, w.storage.back().data(), row_bytes});
     }
     w.sets.push_back(std::move(set));

@@ -133,8 +133,40 @@ HWY_INLINE void DotQ8_0(const Rows<R>& w, const Act& a, std::size_t nb, float* o
   for (std::size_t i = 0; i < R; ++i) out[i] = hn::GetLane(hn::SumOfLanes(t.df, acc[i]));
 }
 
+#if HWY_TARGET != HWY_SCALAR  // Combine does not exist there; the wide path is never taken
+// q4_0 where a vector holds 32 int16 (AVX-512): a block's 16 bytes widen to 16 lanes, the low
+// and high nibbles are joined into one 32-lane vector in element order, and the whole block takes
+// a single multiply-pairs against the activation block.
+template <std::size_t R>
+HWY_INLINE void DotQ4_0Wide(const Rows<R>& w, const Act& a, std::size_t nb, float* out) {
+  const QTags<32> t;
+  const hn::Half<decltype(t.du16)> du16h;
+  const hn::Rebind<std::uint8_t, decltype(du16h)> du8h;
+  const auto mask = hn::Set(du16h, 0xF);
+  const auto eight = hn::Set(t.d16, 8);
+  std::array<hn::Vec<decltype(t.df)>, R> acc;
+  for (auto& v : acc) v = hn::Zero(t.df);
+  for (std::size_t b = 0; b < nb; ++b) {
+    const auto xv = LoadI8(t, a.xq + kQK * b);
+    for (std::size_t i = 0; i < R; ++i) {
+      const std::byte* blk = w[i] + b * Q4_0::bytes;
+      const auto raw =
+          hn::PromoteTo(du16h, hn::LoadU(du8h, reinterpret_cast<const std::uint8_t*>(blk + Q4_0::qs)));
+      const auto q = hn::Combine(t.du16, hn::ShiftRight<4>(raw), hn::And(raw, mask));
+      const auto isum = MulPairs(t, hn::Sub(hn::BitCast(t.d16, q), eight), xv, hn::Zero(t.d32));
+      const float scale = half_to_float(load_u16(blk + Q4_0::d)) * a.xd[b];
+      acc[i] = hn::MulAdd(hn::ConvertTo(t.df, isum), hn::Set(t.df, scale), acc[i]);
+    }
+  }
+  for (std::size_t i = 0; i < R; ++i) out[i] = hn::GetLane(hn::SumOfLanes(t.df, acc[i]));
+}
+#endif
+
 template <std::size_t R>
 HWY_INLINE void DotQ4_0(const Rows<R>& w, const Act& a, std::size_t nb, float* out) {
+#if HWY_TARGET != HWY_SCALAR
+  if constexpr (hn::MaxLanes(hn::ScalableTag<std::int16_t>()) >= 32) return DotQ4_0Wide<R>(w, a, nb, out);
+#endif
   const QTags<16> t;  // a chunk pairs low nibbles with elements k.. and high ones with 16 + k..
   const std::size_t L = hn::Lanes(t.d16);
   const auto mask = hn::Set(t.du16, 0xF);
