@@ -12,10 +12,11 @@
 //    converted to f32 once and scaled by (weight scale x activation scale) with one FMA, and lanes
 //    are reduced only at the end of the row.
 // Weights may sit at any address, so every load is LoadU. Float-type tails shorter than a vector
-// use a one-lane tag (MaskedLoad is a full load on SSE4 in Highway 1.0.3).
+// are summed element by element (MaskedLoad is a full load on SSE4 in Highway 1.0.3).
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 // Highway needs foreach_target.h before highway.h: keep this order.
 // clang-format off
@@ -60,10 +61,22 @@ HWY_INLINE hn::Vec<D> LoadWeights(D d, const std::byte* HWY_RESTRICT row, std::s
   }
 }
 
+template <GgmlType kType>
+HWY_INLINE float ScalarWeight(const std::byte* row, std::size_t c) {
+  if constexpr (kType == GgmlType::f32) {
+    float v;
+    std::memcpy(&v, row + 4 * c, 4);
+    return v;
+  } else if constexpr (kType == GgmlType::f16) {
+    return half_to_float(load_u16(row + 2 * c));
+  } else {
+    return bf16_to_float(load_u16(row + 2 * c));
+  }
+}
+
 template <GgmlType kType, std::size_t R>
 HWY_INLINE void DotFloat(const Rows<R>& w, const Act& a, std::size_t cols, float* out) {
   const hn::ScalableTag<float> d;
-  const hn::CappedTag<float, 1> d1;
   const std::size_t N = hn::Lanes(d);
   std::array<hn::Vec<decltype(d)>, R> acc;
   for (auto& v : acc) v = hn::Zero(d);
@@ -73,10 +86,10 @@ HWY_INLINE void DotFloat(const Rows<R>& w, const Act& a, std::size_t cols, float
     for (std::size_t i = 0; i < R; ++i) acc[i] = hn::MulAdd(LoadWeights<kType>(d, w[i], c), xv, acc[i]);
   }
   for (std::size_t i = 0; i < R; ++i) out[i] = hn::GetLane(hn::SumOfLanes(d, acc[i]));
-  for (; c < cols; ++c) {
-    const auto xv = hn::LoadU(d1, a.x + c);
-    for (std::size_t i = 0; i < R; ++i) out[i] += hn::GetLane(hn::Mul(LoadWeights<kType>(d1, w[i], c), xv));
-  }
+  // The tail element by element, read with memcpy: a one-lane f32 LoadU is a typed scalar load,
+  // which a row at an odd address must not get.
+  for (; c < cols; ++c)
+    for (std::size_t i = 0; i < R; ++i) out[i] += ScalarWeight<kType>(w[i], c) * a.x[c];
 }
 
 // ---------------------------------------------------------------- quantized

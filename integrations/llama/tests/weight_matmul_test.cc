@@ -108,7 +108,7 @@ TEST_CASE("weight kernels equal the scalar twin on every target, type, shape and
     std::uint32_t seed = 1;
     for (GgmlType type : kAllTypes) {
       CAPTURE(ggml_type_name(type));
-      for (std::uint32_t rows : {1u, 3u, 5u, 13u})
+      for (std::uint32_t rows : {1u, 5u, 13u})
         for (std::uint32_t cols : cols_for(type)) {
           const Matrix m = make_matrix(type, rows, cols, seed++);
           for (std::uint32_t n : {1u, 2u, 3u, 7u, 64u}) {
