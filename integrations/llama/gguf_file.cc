@@ -1,132 +1,16 @@
+// GGUF parsing and validation (GgufFile::open) and tensor access. Metadata getters are in
+// gguf_metadata.cc; the state both share is in gguf_file_impl.h.
 #include "llama/gguf_file.h"
 
 #include <algorithm>
-#include <bit>
-#include <charconv>
-#include <cstring>
 #include <limits>
 #include <numeric>
-#include <unordered_map>
-#include <utility>
 
-#include "kvcache/error.h"
 #include "llama/binary_io.h"
-#include "llama/mapped_file.h"
+#include "llama/gguf_file_impl.h"
 
 namespace kvcache::llama {
-namespace {
-
-constexpr std::uint32_t kDefaultAlignment = 32;
-constexpr std::uint32_t kMaxDims = 4;  // GGML_MAX_DIMS
-// The least bytes one key/value can take (u64 key length, u32 type, a 1-byte value) and one tensor
-// info (u64 name length, u32 n_dims, one u64 dim, u32 type, u64 offset): bounds for the counts.
-constexpr std::uint64_t kMinKvBytes = 8 + 4 + 1;
-constexpr std::uint64_t kMinTensorInfoBytes = 8 + 4 + 8 + 4 + 8;
-
-/// Size of a fixed-size value type, 0 for string and array.
-std::size_t scalar_bytes(GgufValueType t) {
-  switch (t) {
-    case GgufValueType::u8:
-    case GgufValueType::i8:
-    case GgufValueType::boolean:
-      return 1;
-    case GgufValueType::u16:
-    case GgufValueType::i16:
-      return 2;
-    case GgufValueType::u32:
-    case GgufValueType::i32:
-    case GgufValueType::f32:
-      return 4;
-    case GgufValueType::u64:
-    case GgufValueType::i64:
-    case GgufValueType::f64:
-      return 8;
-    case GgufValueType::string:
-    case GgufValueType::array:
-      return 0;
-  }
-  return 0;
-}
-
-bool is_integer(GgufValueType t) {
-  switch (t) {
-    case GgufValueType::u8:
-    case GgufValueType::i8:
-    case GgufValueType::u16:
-    case GgufValueType::i16:
-    case GgufValueType::u32:
-    case GgufValueType::i32:
-    case GgufValueType::u64:
-    case GgufValueType::i64:
-      return true;
-    default:
-      return false;
-  }
-}
-
-template <class T>
-T load(const std::byte* p) {
-  T v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
-/// ggml's name for a raw type number, for messages about types the runtime does not support.
-std::string ggml_raw_type_name(std::uint32_t raw) {
-  static constexpr const char* kNames[] = {"f32",
-                                           "f16",
-                                           "q4_0",
-                                           "q4_1",
-                                           "q4_2 (removed)",
-                                           "q4_3 (removed)",
-                                           "q5_0",
-                                           "q5_1",
-                                           "q8_0",
-                                           "q8_1",
-                                           "q2_K",
-                                           "q3_K",
-                                           "q4_K",
-                                           "q5_K",
-                                           "q6_K",
-                                           "q8_K",
-                                           "iq2_xxs",
-                                           "iq2_xs",
-                                           "iq3_xxs",
-                                           "iq1_s",
-                                           "iq4_nl",
-                                           "iq3_s",
-                                           "iq2_s",
-                                           "iq4_xs",
-                                           "i8",
-                                           "i16",
-                                           "i32",
-                                           "i64",
-                                           "f64",
-                                           "iq1_m",
-                                           "bf16",
-                                           "q4_0_4_4 (removed)",
-                                           "q4_0_4_8 (removed)",
-                                           "q4_0_8_8 (removed)",
-                                           "tq1_0",
-                                           "tq2_0",
-                                           "iq4_nl_4_4 (removed)",
-                                           "iq4_nl_4_8 (removed)",
-                                           "iq4_nl_8_8 (removed)",
-                                           "mxfp4"};
-  if (raw < std::size(kNames)) return kNames[raw];
-  return "unknown";
-}
-
-/// One metadata key/value, pointing into the mapping.
-struct Kv {
-  std::string_view key;
-  GgufValueType type = GgufValueType::u8;
-  GgufValueType elem_type = GgufValueType::u8;  ///< arrays only
-  std::uint64_t count = 0;                      ///< arrays only: number of elements
-  /// Scalars: the value's bytes; strings: the characters (no length); arrays: the elements (after
-  /// the element type and count), strings there still length-prefixed.
-  std::span<const std::byte> value;
-};
+namespace gguf_detail {
 
 /// A bounds-checked cursor over the mapped file. `where` says what is being read ("key
 /// 'general.name'", "tensor 'output.weight'") and goes into every message.
@@ -176,6 +60,22 @@ class Parser {
   const std::string& label_;
   std::string where_;
 };
+
+}  // namespace gguf_detail
+
+namespace {
+
+using gguf_detail::Kv;
+using gguf_detail::load;
+using gguf_detail::Parser;
+using gguf_detail::quoted;
+using gguf_detail::scalar_bytes;
+
+constexpr std::uint32_t kMaxDims = 4;  // GGML_MAX_DIMS
+// The least bytes one key/value can take (u64 key length, u32 type, a 1-byte value) and one tensor
+// info (u64 name length, u32 n_dims, one u64 dim, u32 type, u64 offset): bounds for the counts.
+constexpr std::uint64_t kMinKvBytes = 8 + 4 + 1;
+constexpr std::uint64_t kMinTensorInfoBytes = 8 + 4 + 8 + 4 + 8;
 
 GgufValueType checked_value_type(Parser& p, std::uint32_t raw, std::string_view what) {
   if (raw > static_cast<std::uint32_t>(GgufValueType::f64)) {
@@ -231,23 +131,19 @@ void read_value(Parser& p, Kv& kv) {
   if (kv.elem_type == GgufValueType::boolean) check_bools(p, kv.value);
 }
 
-/// "\\xNN" for a byte in messages.
-std::string hex_byte(unsigned char c) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  return {'\\', 'x', kDigits[c >> 4], kDigits[c & 15]};
-}
-
-/// `s` between `quote`s for a message: printable ASCII as is, other bytes (and the quote) as \xNN,
-/// cut after `max` bytes. Keys and names come from the file: they may be long or binary.
-std::string quoted(std::string_view s, std::size_t max = 128, char quote = '"') {
-  std::string out(1, quote);
-  for (std::size_t i = 0; i < s.size() && i < max; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    out += (c >= 0x20 && c < 0x7f && c != quote && c != '\\') ? std::string(1, s[i]) : hex_byte(c);
-  }
-  out += quote;
-  if (s.size() > max) out += "...";
-  return out;
+/// ggml's name for a raw type number, for messages about types the runtime does not support.
+std::string ggml_raw_type_name(std::uint32_t raw) {
+  // A table indexed by type number.
+  // clang-format off
+  static constexpr const char* kNames[] = {
+      "f32", "f16", "q4_0", "q4_1", "q4_2 (removed)", "q4_3 (removed)", "q5_0", "q5_1", "q8_0", "q8_1",
+      "q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "q8_K", "iq2_xxs", "iq2_xs", "iq3_xxs", "iq1_s", "iq4_nl",
+      "iq3_s", "iq2_s", "iq4_xs", "i8", "i16", "i32", "i64", "f64", "iq1_m", "bf16", "q4_0_4_4 (removed)",
+      "q4_0_4_8 (removed)", "q4_0_8_8 (removed)", "tq1_0", "tq2_0", "iq4_nl_4_4 (removed)",
+      "iq4_nl_4_8 (removed)", "iq4_nl_8_8 (removed)", "mxfp4"};
+  // clang-format on
+  if (raw < std::size(kNames)) return kNames[raw];
+  return "unknown";
 }
 
 std::uint64_t round_up(std::uint64_t x, std::uint64_t alignment) {
@@ -291,45 +187,6 @@ std::string_view gguf_value_type_name(GgufValueType type) {
   }
   return "?";
 }
-
-struct GgufFile::Impl {
-  std::filesystem::path path;
-  std::string label;  ///< "GGUF file '<path>'"
-  MappedFile map;
-  std::uint32_t version = 0;
-  std::uint32_t alignment = kDefaultAlignment;
-  std::uint64_t data_offset = 0;
-  std::vector<Kv> kvs;                                             ///< file order
-  std::unordered_map<std::string_view, std::size_t> kv_index;      ///< key -> index in kvs
-  std::vector<GgufTensor> tensors;                                 ///< file order
-  std::unordered_map<std::string_view, std::size_t> tensor_index;  ///< name (in the mapping) -> index
-
-  Impl(const std::filesystem::path& p, std::string l) : path(p), label(std::move(l)), map(p, "GGUF file") {}
-
-  void parse();
-  void parse_tensor_infos(Parser& p, std::uint64_t n_tensors);
-  void check_tensor_data();
-
-  /// The key/value for `key`, or null.
-  const Kv* find(std::string_view key) const {
-    const auto it = kv_index.find(key);
-    return it == kv_index.end() ? nullptr : &kvs[it->second];
-  }
-  [[noreturn]] void fail_key(std::string_view key, std::string_view message) const {
-    throw FormatError(label + ": key " + quoted(key, 128, '\'') + ": " + std::string(message));
-  }
-  [[noreturn]] void wrong_type(const Kv& kv, std::string_view expected) const {
-    std::string found(gguf_value_type_name(kv.type));
-    if (kv.type == GgufValueType::array) found += " of " + std::string(gguf_value_type_name(kv.elem_type));
-    fail_key(kv.key, "expected " + std::string(expected) + ", found " + found);
-  }
-  /// The integer value of `kv` as (negative, magnitude-or-value): value = negative ? -(2^64 - u) : u.
-  std::pair<bool, std::uint64_t> integer(const Kv& kv, std::string_view expected) const;
-  std::span<const std::byte> array_of(const Kv& kv, GgufValueType elem, std::string_view expected) const {
-    if (kv.type != GgufValueType::array || kv.elem_type != elem) wrong_type(kv, expected);
-    return kv.value;
-  }
-};
 
 void GgufFile::Impl::parse() {
   const std::span<const std::byte> bytes = map.bytes();
@@ -388,7 +245,7 @@ void GgufFile::Impl::parse() {
   check_tensor_data();
 }
 
-void GgufFile::Impl::parse_tensor_infos(Parser& p, std::uint64_t n_tensors) {
+void GgufFile::Impl::parse_tensor_infos(gguf_detail::Parser& p, std::uint64_t n_tensors) {
   tensors.reserve(static_cast<std::size_t>(n_tensors));
   for (std::uint64_t i = 0; i < n_tensors; ++i) {
     p.set_where("tensor info " + std::to_string(i) + " of " + std::to_string(n_tensors));
@@ -481,39 +338,6 @@ void GgufFile::Impl::check_tensor_data() {
   }
 }
 
-std::pair<bool, std::uint64_t> GgufFile::Impl::integer(const Kv& kv, std::string_view expected) const {
-  if (!is_integer(kv.type)) wrong_type(kv, expected);
-  const std::byte* p = kv.value.data();
-  switch (kv.type) {
-    case GgufValueType::u8:
-      return {false, load<std::uint8_t>(p)};
-    case GgufValueType::u16:
-      return {false, load<std::uint16_t>(p)};
-    case GgufValueType::u32:
-      return {false, load<std::uint32_t>(p)};
-    case GgufValueType::u64:
-      return {false, load<std::uint64_t>(p)};
-    default:
-      break;
-  }
-  std::int64_t v = 0;
-  switch (kv.type) {
-    case GgufValueType::i8:
-      v = load<std::int8_t>(p);
-      break;
-    case GgufValueType::i16:
-      v = load<std::int16_t>(p);
-      break;
-    case GgufValueType::i32:
-      v = load<std::int32_t>(p);
-      break;
-    default:
-      v = load<std::int64_t>(p);
-      break;
-  }
-  return {v < 0, static_cast<std::uint64_t>(v)};
-}
-
 GgufFile::GgufFile(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 GgufFile::~GgufFile() = default;
 
@@ -534,129 +358,6 @@ std::uint32_t GgufFile::alignment() const noexcept { return impl_->alignment; }
 std::uint64_t GgufFile::data_offset() const noexcept { return impl_->data_offset; }
 std::uint64_t GgufFile::file_size() const noexcept { return impl_->map.bytes().size(); }
 const std::string& GgufFile::label() const noexcept { return impl_->label; }
-
-void GgufFile::fail(std::string_view message) const {
-  throw FormatError(impl_->label + ": " + std::string(message));
-}
-
-bool GgufFile::has(std::string_view key) const { return impl_->find(key) != nullptr; }
-
-std::optional<GgufValueType> GgufFile::type_of(std::string_view key) const {
-  const Kv* kv = impl_->find(key);
-  if (kv == nullptr) return std::nullopt;
-  return kv->type;
-}
-
-std::vector<std::string_view> GgufFile::keys() const {
-  std::vector<std::string_view> out;
-  out.reserve(impl_->kvs.size());
-  for (const Kv& kv : impl_->kvs) out.push_back(kv.key);
-  return out;
-}
-
-std::optional<std::string_view> GgufFile::get_string(std::string_view key) const {
-  const Kv* kv = impl_->find(key);
-  if (kv == nullptr) return std::nullopt;
-  if (kv->type != GgufValueType::string) impl_->wrong_type(*kv, "string");
-  return std::string_view(reinterpret_cast<const char*>(kv->value.data()), kv->value.size());
-}
-
-std::optional<std::uint64_t> GgufFile::get_uint(std::string_view key) const {
-  const Kv* kv = impl_->find(key);
-  if (kv == nullptr) return std::nullopt;
-  const auto [negative, v] = impl_->integer(*kv, "an unsigned integer");
-  if (negative) {
-    impl_->fail_key(key, "value " + std::to_string(static_cast<std::int64_t>(v)) + " is negative");
-  }
-  return v;
-}
-
-std::optional<std::uint32_t> GgufFile::get_u32(std::string_view key) const {
-  const std::optional<std::uint64_t> v = get_uint(key);
-  if (!v) return std::nullopt;
-  if (*v > std::numeric_limits<std::uint32_t>::max()) {
-    impl_->fail_key(key, "value " + std::to_string(*v) + " does not fit 32 bits");
-  }
-  return static_cast<std::uint32_t>(*v);
-}
-
-std::optional<std::int64_t> GgufFile::get_int(std::string_view key) const {
-  const Kv* kv = impl_->find(key);
-  if (kv == nullptr) return std::nullopt;
-  const auto [negative, v] = impl_->integer(*kv, "an integer");
-  if (!negative && v > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
-    impl_->fail_key(key, "value " + std::to_string(v) + " does not fit a signed 64-bit integer");
-  }
-  return static_cast<std::int64_t>(v);
-}
-
-std::optional<double> GgufFile::get_float(std::string_view key) const {
-  const Kv* kv = impl_->find(key);
-  if (kv == nullptr) return std::nullopt;
-  if (kv->type == GgufValueType::f32) return load<float>(kv->value.data());
-  if (kv->type == GgufValueType::f64) return load<double>(kv->value.data());
-  impl_->wrong_type(*kv, "f32 or f64");
-}
-
-std::optional<bool> GgufFile::get_bool(std::string_view key) const {
-  const Kv* kv = impl_->find(key);
-  if (kv == nullptr) return std::nullopt;
-  if (kv->type != GgufValueType::boolean) impl_->wrong_type(*kv, "bool");
-  return kv->value[0] != std::byte{0};
-}
-
-std::optional<GgufArrayInfo> GgufFile::array_info(std::string_view key) const {
-  const Kv* kv = impl_->find(key);
-  if (kv == nullptr) return std::nullopt;
-  if (kv->type != GgufValueType::array) impl_->wrong_type(*kv, "an array");
-  return GgufArrayInfo{kv->elem_type, kv->count};
-}
-
-std::optional<std::vector<std::string_view>> GgufFile::get_string_array(std::string_view key) const {
-  const Kv* kv = impl_->find(key);
-  if (kv == nullptr) return std::nullopt;
-  const std::span<const std::byte> b = impl_->array_of(*kv, GgufValueType::string, "array of string");
-  std::vector<std::string_view> out;
-  out.reserve(static_cast<std::size_t>(kv->count));
-  // Validated by parse(): every length lies inside the array's bytes.
-  std::size_t pos = 0;
-  for (std::uint64_t i = 0; i < kv->count; ++i) {
-    const auto n = static_cast<std::size_t>(load<std::uint64_t>(b.data() + pos));
-    out.emplace_back(reinterpret_cast<const char*>(b.data() + pos + 8), n);
-    pos += 8 + n;
-  }
-  return out;
-}
-
-std::optional<std::vector<float>> GgufFile::get_f32_array(std::string_view key) const {
-  const Kv* kv = impl_->find(key);
-  if (kv == nullptr) return std::nullopt;
-  const std::span<const std::byte> b = impl_->array_of(*kv, GgufValueType::f32, "array of f32");
-  std::vector<float> out(static_cast<std::size_t>(kv->count));
-  if (!out.empty()) std::memcpy(out.data(), b.data(), b.size());
-  return out;
-}
-
-std::optional<std::vector<std::int32_t>> GgufFile::get_i32_array(std::string_view key) const {
-  const Kv* kv = impl_->find(key);
-  if (kv == nullptr) return std::nullopt;
-  const std::span<const std::byte> b = impl_->array_of(*kv, GgufValueType::i32, "array of i32");
-  std::vector<std::int32_t> out(static_cast<std::size_t>(kv->count));
-  if (!out.empty()) std::memcpy(out.data(), b.data(), b.size());
-  return out;
-}
-
-std::string GgufFile::require_string(std::string_view key) const {
-  const std::optional<std::string_view> v = get_string(key);
-  if (!v) impl_->fail_key(key, "is missing");
-  return std::string(*v);
-}
-
-std::uint64_t GgufFile::require_uint(std::string_view key) const {
-  const std::optional<std::uint64_t> v = get_uint(key);
-  if (!v) impl_->fail_key(key, "is missing");
-  return *v;
-}
 
 std::span<const GgufTensor> GgufFile::tensors() const noexcept { return impl_->tensors; }
 
@@ -685,74 +386,6 @@ WeightMatrix GgufTensor::matrix() const {
   m.data = data.data();
   m.row_bytes = ggml_row_bytes(type, cols).value_or(0);
   return m;
-}
-
-namespace {
-
-std::string format_scalar(GgufValueType t, const std::byte* p) {
-  const auto fmt = [](auto v) {
-    char buf[64];
-    const auto r = std::to_chars(buf, buf + sizeof buf, v);
-    return std::string(buf, r.ptr);
-  };
-  switch (t) {
-    case GgufValueType::u8:
-      return fmt(load<std::uint8_t>(p));
-    case GgufValueType::i8:
-      return fmt(load<std::int8_t>(p));
-    case GgufValueType::u16:
-      return fmt(load<std::uint16_t>(p));
-    case GgufValueType::i16:
-      return fmt(load<std::int16_t>(p));
-    case GgufValueType::u32:
-      return fmt(load<std::uint32_t>(p));
-    case GgufValueType::i32:
-      return fmt(load<std::int32_t>(p));
-    case GgufValueType::u64:
-      return fmt(load<std::uint64_t>(p));
-    case GgufValueType::i64:
-      return fmt(load<std::int64_t>(p));
-    case GgufValueType::f32:
-      return fmt(load<float>(p));
-    case GgufValueType::f64:
-      return fmt(load<double>(p));
-    case GgufValueType::boolean:
-      return load<std::uint8_t>(p) != 0 ? "true" : "false";
-    case GgufValueType::string:
-    case GgufValueType::array:
-      break;
-  }
-  return "?";
-}
-
-}  // namespace
-
-std::optional<std::string> GgufFile::describe(std::string_view key, std::size_t max_elems) const {
-  const Kv* kv = impl_->find(key);
-  if (kv == nullptr) return std::nullopt;
-  const auto as_text = [](std::span<const std::byte> b) {
-    return std::string_view(reinterpret_cast<const char*>(b.data()), b.size());
-  };
-  constexpr std::size_t kMaxString = 64;
-  if (kv->type == GgufValueType::string) return quoted(as_text(kv->value), kMaxString);
-  if (kv->type != GgufValueType::array) return format_scalar(kv->type, kv->value.data());
-  std::string out =
-      "[" + std::to_string(kv->count) + " x " + std::string(gguf_value_type_name(kv->elem_type));
-  const std::uint64_t shown = std::min<std::uint64_t>(kv->count, max_elems);
-  std::size_t pos = 0;
-  for (std::uint64_t i = 0; i < shown; ++i) {
-    out += i == 0 ? ": " : ", ";
-    if (kv->elem_type == GgufValueType::string) {
-      const auto n = static_cast<std::size_t>(load<std::uint64_t>(kv->value.data() + pos));
-      out += quoted(as_text(kv->value.subspan(pos + 8, n)), kMaxString);
-      pos += 8 + n;
-    } else {
-      out += format_scalar(kv->elem_type, kv->value.data() + pos);
-      pos += scalar_bytes(kv->elem_type);
-    }
-  }
-  if (shown < kv->count) out += ", ...";
-  return out + "]";
 }
 
 }  // namespace kvcache::llama

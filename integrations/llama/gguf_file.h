@@ -116,6 +116,7 @@ class GgufFile {
   std::optional<std::vector<std::string_view>> get_string_array(std::string_view key) const;
   std::optional<std::vector<float>> get_f32_array(std::string_view key) const;
   std::optional<std::vector<std::int32_t>> get_i32_array(std::string_view key) const;
+  std::optional<std::vector<std::uint32_t>> get_u32_array(std::string_view key) const;
   /// Element type and length of the array `key`; nullopt when absent, FormatError when not an array.
   std::optional<GgufArrayInfo> array_info(std::string_view key) const;
   /// get_uint, and FormatError naming the key when the value does not fit 32 bits.

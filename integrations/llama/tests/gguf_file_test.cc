@@ -188,6 +188,7 @@ TEST_CASE("gguf: every value type round-trips through the writer") {
   CHECK(f->get_i32_array("t.ints") == ints);
   CHECK(f->array_info("t.uints")->type == GgufValueType::u32);
   CHECK(f->array_info("t.uints")->size == 2);
+  CHECK(f->get_u32_array("t.uints") == uints);
   CHECK(f->get_f32_array("t.no_floats")->empty());
   CHECK(f->describe("t.strings") == "[3 x string: \"<unk>\", \"\", \"\\xe2\\x96\\x81the\"]");
   CHECK(f->describe("t.ints", 2) == "[3 x i32: -1, 0, ...]");
