@@ -30,10 +30,12 @@ using kvcache::llama::GgufValueType;
 using kvcache::llama::GgufWriter;
 
 bool is_unsigned(GgufValueType t) {
-  return t == GgufValueType::u8 || t == GgufValueType::u16 || t == GgufValueType::u32 || t == GgufValueType::u64;
+  return t == GgufValueType::u8 || t == GgufValueType::u16 || t == GgufValueType::u32 ||
+         t == GgufValueType::u64;
 }
 bool is_signed(GgufValueType t) {
-  return t == GgufValueType::i8 || t == GgufValueType::i16 || t == GgufValueType::i32 || t == GgufValueType::i64;
+  return t == GgufValueType::i8 || t == GgufValueType::i16 || t == GgufValueType::i32 ||
+         t == GgufValueType::i64;
 }
 
 // Reads every key with the getter of its type (and a wrong one, which must throw FormatError).
@@ -113,7 +115,9 @@ void check_tensors(const GgufFile& f, std::size_t size) {
   }
 }
 
-bool same_float(double a, double b) { return a == b ? std::signbit(a) == std::signbit(b) : std::isnan(a) && std::isnan(b); }
+bool same_float(double a, double b) {
+  return a == b ? std::signbit(a) == std::signbit(b) : std::isnan(a) && std::isnan(b);
+}
 
 // Whether `key` has the same type and value in both files (floats bitwise up to NaN payloads).
 bool same_value(const GgufFile& f, const GgufFile& g, std::string_view key) {
@@ -139,18 +143,42 @@ void round_trip(const GgufFile& f) {
   for (std::string_view key : f.keys()) {
     if (key == "general.alignment") continue;
     switch (*f.type_of(key)) {
-      case GgufValueType::u8: w.add_u8(key, static_cast<std::uint8_t>(*f.get_uint(key))); break;
-      case GgufValueType::i8: w.add_i8(key, static_cast<std::int8_t>(*f.get_int(key))); break;
-      case GgufValueType::u16: w.add_u16(key, static_cast<std::uint16_t>(*f.get_uint(key))); break;
-      case GgufValueType::i16: w.add_i16(key, static_cast<std::int16_t>(*f.get_int(key))); break;
-      case GgufValueType::u32: w.add_u32(key, static_cast<std::uint32_t>(*f.get_uint(key))); break;
-      case GgufValueType::i32: w.add_i32(key, static_cast<std::int32_t>(*f.get_int(key))); break;
-      case GgufValueType::u64: w.add_u64(key, *f.get_uint(key)); break;
-      case GgufValueType::i64: w.add_i64(key, *f.get_int(key)); break;
-      case GgufValueType::f32: w.add_f32(key, static_cast<float>(*f.get_float(key))); break;
-      case GgufValueType::f64: w.add_f64(key, *f.get_float(key)); break;
-      case GgufValueType::boolean: w.add_bool(key, *f.get_bool(key)); break;
-      case GgufValueType::string: w.add_string(key, *f.get_string(key)); break;
+      case GgufValueType::u8:
+        w.add_u8(key, static_cast<std::uint8_t>(*f.get_uint(key)));
+        break;
+      case GgufValueType::i8:
+        w.add_i8(key, static_cast<std::int8_t>(*f.get_int(key)));
+        break;
+      case GgufValueType::u16:
+        w.add_u16(key, static_cast<std::uint16_t>(*f.get_uint(key)));
+        break;
+      case GgufValueType::i16:
+        w.add_i16(key, static_cast<std::int16_t>(*f.get_int(key)));
+        break;
+      case GgufValueType::u32:
+        w.add_u32(key, static_cast<std::uint32_t>(*f.get_uint(key)));
+        break;
+      case GgufValueType::i32:
+        w.add_i32(key, static_cast<std::int32_t>(*f.get_int(key)));
+        break;
+      case GgufValueType::u64:
+        w.add_u64(key, *f.get_uint(key));
+        break;
+      case GgufValueType::i64:
+        w.add_i64(key, *f.get_int(key));
+        break;
+      case GgufValueType::f32:
+        w.add_f32(key, static_cast<float>(*f.get_float(key)));
+        break;
+      case GgufValueType::f64:
+        w.add_f64(key, *f.get_float(key));
+        break;
+      case GgufValueType::boolean:
+        w.add_bool(key, *f.get_bool(key));
+        break;
+      case GgufValueType::string:
+        w.add_string(key, *f.get_string(key));
+        break;
       case GgufValueType::array: {
         const GgufValueType e = f.array_info(key)->type;
         if (e == GgufValueType::string) w.add_string_array(key, *f.get_string_array(key));

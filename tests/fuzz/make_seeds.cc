@@ -278,9 +278,12 @@ void gguf_seeds(const fs::path& dir) {
       llama::GgmlType type;
       const std::vector<std::uint64_t>* dims;
     } tensors[] = {
-        {"output_norm.weight", llama::GgmlType::f32, &d4},   {"t.f16", llama::GgmlType::f16, &d4},
-        {"t.bf16", llama::GgmlType::bf16, &d4},              {"t.q8_0", llama::GgmlType::q8_0, &d64x2},
-        {"t.q4_0", llama::GgmlType::q4_0, &d64x2},           {"t.q4_K", llama::GgmlType::q4_k, &d256},
+        {"output_norm.weight", llama::GgmlType::f32, &d4},
+        {"t.f16", llama::GgmlType::f16, &d4},
+        {"t.bf16", llama::GgmlType::bf16, &d4},
+        {"t.q8_0", llama::GgmlType::q8_0, &d64x2},
+        {"t.q4_0", llama::GgmlType::q4_0, &d64x2},
+        {"t.q4_K", llama::GgmlType::q4_k, &d256},
         {"t.q6_K", llama::GgmlType::q6_k, &d256},
     };
     for (const auto& t : tensors) {
@@ -304,8 +307,11 @@ void gguf_seeds(const fs::path& dir) {
   vocab.add_u32("tokenizer.ggml.bos_token_id", 1);
   vocab.add_bool("tokenizer.ggml.add_bos_token", true);
   const Bytes m32 = model(32), m64 = model(64), v = bytes_of(vocab);
-  Bytes v2 = m32;
-  v2[4] = 2;  // version 2: the same layout
+  const Bytes v2 = [&] {
+    Bytes b = m32;
+    b[4] = 2;  // version 2: the same layout
+    return b;
+  }();
   for (const Bytes* b : {&m32, &m64, &v, &v2}) {  // the reader must accept every seed
     kvcache::fuzz::MemFile f;
     f.write(*b);
@@ -326,9 +332,9 @@ int main(int argc, char** argv) {
   checkpoint_seeds(root / "fuzz_checkpoint");
   tokenizer_seeds(root / "fuzz_tokenizer");
   token_file_seeds(root / "fuzz_token_file");
+  gguf_seeds(root / "fuzz_gguf");
   snapshot_seeds(root / "fuzz_snapshot");
   api_seeds(root / "fuzz_api");
-  gguf_seeds(root / "fuzz_gguf");
   std::cout << "seeds written under " << root << "\n";
   return 0;
 }
