@@ -98,6 +98,13 @@ TEST_CASE("gguf: stories260K.gguf has the llama2.c model's shape") {
   CHECK(m.row_bytes == 172 * 4);
   CHECK(m.bytes() == f->find_tensor("blk.4.ffn_down.weight")->data.size());
   CHECK(f->find_tensor("no.such.tensor") == nullptr);
+  const std::vector<std::uint64_t> q = {64, 64}, k = {64, 32};
+  CHECK(&f->require_tensor("blk.0.attn_q.weight", q) == f->find_tensor("blk.0.attn_q.weight"));
+  const std::string shape = key_error([&] { (void)f->require_tensor("blk.0.attn_k.weight", q); });
+  CHECK(contains(shape, gguf_model_path().string()));
+  CHECK(contains(shape, "tensor 'blk.0.attn_k.weight': dims [64, 32], expected [64, 64]"));
+  CHECK(contains(key_error([&] { (void)f->require_tensor("blk.5.attn_k.weight", k); }),
+                 "tensor 'blk.5.attn_k.weight' is missing"));
 }
 
 TEST_CASE("gguf: stories260K.gguf holds the llama2.c checkpoint's weights") {
