@@ -334,11 +334,13 @@ TEST_CASE("gguf: the writer refuses what it cannot write faithfully") {
   CHECK_THROWS_AS(w.add_tensor("r", GgmlType::q8_0, d5, b34), InvalidArgument);
   CHECK_THROWS_AS(w.add_tensor("r", GgmlType::q8_0, d32, std::span(b34).first(33)), InvalidArgument);
   CHECK_THROWS_AS(w.add_tensor("", GgmlType::q8_0, d32, b34), InvalidArgument);
+  CHECK_THROWS_AS(w.add_tensor(std::string(64, 'n'), GgmlType::q8_0, d32, b34), InvalidArgument);
+  w.add_tensor(std::string(63, 'n'), GgmlType::q8_0, d32, b34);
   // The failed calls changed nothing.
   const TempFile file("gguf_refused", w.bytes());
   const auto f = GgufFile::open(file.path());
   CHECK(f->keys().size() == 1);
-  CHECK(f->tensors().size() == 1);
+  CHECK(f->tensors().size() == 2);
 }
 
 TEST_CASE("gguf: a missing file is an Error naming it") {
