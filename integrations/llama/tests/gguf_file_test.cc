@@ -4,6 +4,7 @@
 #include "llama/gguf_file.h"
 
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
@@ -355,6 +356,16 @@ TEST_CASE("gguf: a missing file is an Error naming it") {
     CHECK(contains(e.what(), "not found"));
   }
   CHECK_THROWS_AS((void)GgufFile::open(std::filesystem::temp_directory_path()), Error);
+  // A FIFO is refused at once (opening it must not wait for a writer).
+  const TempFile placeholder("gguf_fifo", {});
+  std::filesystem::remove(placeholder.path());
+  REQUIRE(::mkfifo(placeholder.path().c_str(), 0600) == 0);
+  try {
+    (void)GgufFile::open(placeholder.path());
+    FAIL("opened a FIFO");
+  } catch (const Error& e) {
+    CHECK(contains(e.what(), "not a regular file"));
+  }
 }
 
 }  // namespace kvcache::llama::test
