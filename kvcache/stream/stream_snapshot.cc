@@ -1,7 +1,9 @@
 // StreamCache::save / restore: a self-checking binary snapshot of one stream.
 //
 // Layout (all little-endian, no padding):
-//   char[8] "KVCSNAP\0" | u32 version (1) | u32 reserved (0)
+//   char[8] "KVCSNAP\0" | u32 version (1) | u32 front: slot of the oldest window token in the
+//           first window page (< page_tokens; 0 with an empty window; files written before it was
+//           kept have 0, which restores them compacted as they always were)
 //   config: u32 n_layers, n_kv_heads, head_dim, page_tokens | u8 dtype, positions, rope style,
 //           policy kind | f64 rope theta | u32 budget, sinks, hidden_sinks, heavy |
 //           u16 min_sink_heads | u32 token_state_floats
@@ -144,7 +146,9 @@ void StreamCache::save(const std::filesystem::path& path) const {
   Writer w;
   w.bytes(reinterpret_cast<const std::byte*>(kMagic), sizeof kMagic);
   w.put(kVersion);
-  w.put(std::uint32_t{0});
+  // The window's offset in its first page, so a restored stream has the same page layout: SIMD
+  // attention sums keys span by span, and a different split would change its rounding.
+  w.put(std::uint32_t{s.front});
   write_config(w, s.config);
   w.put(std::uint64_t{s.seen});
   w.put(std::uint64_t{s.evicted});
@@ -232,7 +236,7 @@ void StreamCache::restore(const std::filesystem::path& path) {
   if (stored_sum != fnv1a(data.data(), data.size() - 8)) {
     throw FormatError("snapshot " + name + ": checksum mismatch (corrupted or truncated)");
   }
-  r.get<std::uint32_t>("reserved");
+  const auto front = r.get<std::uint32_t>("window front");
   const StreamConfig& cfg = state_->config;
   check_config(r, cfg);
 
@@ -317,14 +321,18 @@ void StreamCache::restore(const std::filesystem::path& path) {
     if (sw > 0) std::memcpy(s.window_state.row(i).data(), src, sw * sizeof(float));
   }
   const std::uint32_t P = s.P();
-  const std::size_t pages_per_layer = (n_pinned + P - 1) / P + (n_window + P - 1) / P;
+  if (front >= P || (n_window == 0 && front != 0))
+    r.fail("window front " + std::to_string(front) + " is not a slot of a non-empty window");
+  const std::uint32_t window_pages =
+      static_cast<std::uint32_t>((std::uint64_t{front} + n_window + P - 1) / P);
+  const std::size_t pages_per_layer = (n_pinned + P - 1) / P + window_pages;
   detail::PageBatch batch(*s.pool);
   batch.acquire(pages_per_layer * s.layers.size());
   for (detail::LayerPages& lp : s.layers) {
     for (std::uint32_t i = 0; i < (n_pinned + P - 1) / P; ++i) lp.pinned.push_back(batch.take());
-    for (std::uint32_t i = 0; i < (n_window + P - 1) / P; ++i) lp.window.push_back(batch.take());
+    for (std::uint32_t i = 0; i < window_pages; ++i) lp.window.push_back(batch.take());
   }
-  s.front = 0;
+  s.front = front;
   for (std::uint32_t il = 0; il < s.layers.size(); ++il) {
     for (std::uint32_t i = 0; i < n; ++i) {
       const auto [page, slot] = s.locate(il, i);
