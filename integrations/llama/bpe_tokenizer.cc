@@ -78,23 +78,22 @@ BpeTokenizer::BpeTokenizer(const GgufVocab& v, std::string label, SpecialIds ids
   if (v.merges.empty())
     fail("tokenizer.ggml.merges", "is missing or empty (a gpt2 tokenizer needs its merges)");
   merges_.reserve(v.merges.size());
+  std::string joined;
   for (std::size_t r = 0; r < v.merges.size(); ++r) {
     const std::string& m = v.merges[r];
-    const std::string entry = "entry " + std::to_string(r) + " '" + m + "'";
+    auto bad = [&](const std::string& why) {
+      fail("tokenizer.ggml.merges", "entry " + std::to_string(r) + " '" + m + "'" + why);
+    };
     const std::size_t space = m.size() > 1 ? m.find(' ', 1) : std::string::npos;
-    if (space == std::string::npos) fail("tokenizer.ggml.merges", entry + " is not 'left right'");
+    if (space == std::string::npos) bad(" is not 'left right'");
     const std::string_view left = std::string_view(m).substr(0, space);
     const std::string_view right = std::string_view(m).substr(space + 1);
     const std::int32_t a = find(left), b = find(right);
-    if (a < 0)
-      fail("tokenizer.ggml.merges", entry + " names '" + std::string(left) + "', which is not a token");
-    if (b < 0)
-      fail("tokenizer.ggml.merges", entry + " names '" + std::string(right) + "', which is not a token");
-    const std::int32_t result = find(std::string(left) + std::string(right));
-    if (result < 0) {
-      fail("tokenizer.ggml.merges",
-           entry + ": the concatenation '" + std::string(left) + std::string(right) + "' is not a token");
-    }
+    if (a < 0) bad(" names '" + std::string(left) + "', which is not a token");
+    if (b < 0) bad(" names '" + std::string(right) + "', which is not a token");
+    joined.assign(left).append(right);
+    const std::int32_t result = find(joined);
+    if (result < 0) bad(": the concatenation '" + joined + "' is not a token");
     merges_.emplace(pair_key(a, b), Merge{static_cast<std::uint32_t>(r), result});  // first rank wins
   }
 
