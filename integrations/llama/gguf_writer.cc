@@ -141,6 +141,8 @@ std::uint64_t GgufWriter::check_tensor(std::string_view name, GgmlType type,
                                        std::span<const std::uint64_t> dims) const {
   const std::string label = "GgufWriter: tensor '" + std::string(name) + "': ";
   if (name.empty()) throw InvalidArgument("GgufWriter: empty tensor name");
+  // ggml keeps names in char[GGML_MAX_NAME = 64] and refuses files with longer ones.
+  if (name.size() >= 64) throw InvalidArgument(label + "name of 64 bytes or more (llama.cpp refuses it)");
   if (tensor_names_.contains(std::string(name))) throw InvalidArgument(label + "duplicate tensor name");
   std::string why;
   const std::uint64_t expected = tensor_bytes(type, dims, &why);

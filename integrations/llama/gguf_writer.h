@@ -27,7 +27,8 @@ namespace kvcache::llama {
 /// tensor data until it is destroyed (except add_tensor_generated's, made while writing). Not
 /// thread safe.
 ///
-/// Errors: InvalidArgument for a duplicate key or tensor name, an empty name, an alignment that
+/// Errors: InvalidArgument for a duplicate key or tensor name, an empty name, a tensor name of 64
+/// bytes or more (llama.cpp's limit), an alignment that
 /// is not a nonzero power of two, or tensor dims/data that do not match (n_dims not in 1..4, a dim
 /// of 0, dims[0] not a multiple of the type's block size, data not exactly the type's byte size).
 /// A failed add_* leaves the writer unchanged. write() throws kvcache::Error when the file cannot
