@@ -69,7 +69,7 @@ StreamConfig random_config(std::mt19937& rng, std::uint32_t* n_heads) {
       break;
   }
   *n_heads = c.n_kv_heads * pick(1, 2);
-  if (c.policy.kind == PolicyKind::hidden_sinks) c.token_state_floats = c.n_layers * *n_heads + c.n_layers;
+  if (c.policy.kind == PolicyKind::hidden_sinks) c.token_state_floats = SinkDetector(c.n_layers, *n_heads).state_floats();
   return c;
 }
 

@@ -2,7 +2,6 @@
 
 #include <cmath>
 #include <string>
-#include <vector>
 
 #include "kvcache/error.h"
 
@@ -57,15 +56,6 @@ void SinkDetector::observe(StreamCache& cache, std::uint32_t layer, std::span<co
   const float keep = options_.decay, take = 1.f - options_.decay;
   const float uniform_scale = static_cast<float>(n);
   const std::size_t lh = std::size_t{n_layers_} * n_heads_;
-  // Heads that dump attention on an initial sink (one of the first policy.sinks positions) in this
-  // query: only there can another token act as a sink (see the header).
-  const std::int64_t n_initial = cache.config().policy.sinks;
-  std::vector<char> sink_head(n_heads_, 0);
-  for (std::uint32_t i = 0; i < n && cache.observed(i).pos < n_initial; ++i) {
-    for (std::uint32_t h = 0; h < n_heads_; ++h) {
-      if (mass[std::size_t{h} * n + i] * uniform_scale > options_.alpha) sink_head[h] = 1;
-    }
-  }
   for (std::uint32_t j = 0; j < n; ++j) {
     StreamCache::Observed o = cache.observed(j);
     float* ema = o.state.data() + std::size_t{layer} * n_heads_;
@@ -86,7 +76,7 @@ void SinkDetector::observe(StreamCache& cache, std::uint32_t layer, std::span<co
     const float needed = options_.persistence * *queries;
     std::uint32_t sinks_here = 0;
     for (std::uint32_t h = 0; h < n_heads_; ++h) {
-      if (sink_head[h] && mass[std::size_t{h} * n + j] * uniform_scale > options_.alpha) hits[h] += 1.f;
+      if (mass[std::size_t{h} * n + j] * uniform_scale > options_.alpha) hits[h] += 1.f;
       if (judged && hits[h] >= needed) ++sinks_here;
     }
     // Token state may come from a snapshot file and hold anything; converting a float outside
