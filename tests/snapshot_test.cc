@@ -23,9 +23,11 @@ struct TempDir {
   ~TempDir() { fs::remove_all(path); }
 };
 
-StreamConfig config(const SinkDetector& d, DType dt) {
-  return StreamConfig{
+StreamConfig config(const SinkDetector& d, DType dt, DType pinned = DType::f32) {
+  StreamConfig c{
       2, 2, 8, 4, dt, PositionMode::reindexed, {}, PolicyConfig::hidden(4, 3, 20, 1), d.state_floats()};
+  c.pinned_dtype = pinned;
+  return c;
 }
 
 // One decode step: append, attend every layer, feed the detector; returns the outputs.
@@ -46,10 +48,17 @@ std::vector<float> step(StreamCache& s, const SinkDetector& d) {
 }  // namespace
 
 TEST_CASE("restore then continue equals never stopping") {
-  for (DType dt : {DType::f32, DType::f16}) {
+  // Every dtype, and mixed precision (hidden sinks move from the window into the pinned region and
+  // are released from it, so q4 pages are rewritten mid-page and their key copies matter).
+  const std::pair<DType, DType> kRegions[] = {{DType::f32, DType::f32}, {DType::f16, DType::f16},
+                                              {DType::q8, DType::q8},   {DType::q4, DType::q4},
+                                              {DType::q4, DType::f16},  {DType::f16, DType::q4}};
+  for (const auto& [dt, pinned] : kRegions) {
+    CAPTURE(dtype_name(dt));
+    CAPTURE(dtype_name(pinned));
     TempDir dir;
     SinkDetector d(2, kHeads);
-    const StreamConfig c = config(d, dt);
+    const StreamConfig c = config(d, dt, pinned);
     auto pool = kvtest::make_pool(c, 256);
     StreamCache original(pool, c);
     for (int t = 0; t < 150; ++t) step(original, d);
@@ -123,6 +132,19 @@ TEST_CASE("corrupted, truncated or mismatched snapshots are refused and change n
     msg = e.what();
   }
   CHECK(msg.find("different budget") != std::string::npos);
+  StreamConfig other_pinned = c;
+  other_pinned.pinned_dtype = DType::f16;
+  StreamCache different_pinned(pool, other_pinned);
+  msg.clear();
+  try {
+    different_pinned.restore(good);
+  } catch (const FormatError& e) {
+    msg = e.what();
+  }
+  CHECK(msg.find("different pinned dtype") != std::string::npos);
+  std::string v1 = bytes;
+  v1[8] = 1;  // the version field: snapshots from before quantised pages
+  refused(v1, "unsupported version 1");
   CHECK_THROWS_AS(victim.restore(dir.path / "missing.snap"), FormatError);
   std::int32_t id = 1;
   victim.begin({&id, 1});
