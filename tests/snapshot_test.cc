@@ -1,6 +1,7 @@
 // Snapshot round trip and corruption handling.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -80,6 +81,40 @@ TEST_CASE("restore then continue equals never stopping") {
   }
 }
 
+TEST_CASE("a restored stream keeps its page layout, so SIMD attention continues bit for bit") {
+  TempDir dir;
+  const StreamConfig c{2, 2, 8, 4, DType::f32, PositionMode::reindexed, {}, PolicyConfig::streaming(2, 11),
+                       0};
+  auto pool = kvtest::make_pool(c, 256);
+  StreamCache original(pool, c);
+  auto simd_step = [](StreamCache& s) {
+    kvtest::push_token(s);
+    const auto t = static_cast<std::uint64_t>(s.stats().tokens_seen);
+    std::vector<float> all;
+    for (std::uint32_t il = 0; il < 2; ++il) {
+      std::vector<float> q(kHeads * 8), out(q.size());
+      for (std::size_t i = 0; i < q.size(); ++i) q[i] = 3.f * kvtest::synth(9, il, t, i, 0);
+      attend(s, il, q, out, {}, AttendOptions{kHeads});
+      all.insert(all.end(), out.begin(), out.end());
+    }
+    return all;
+  };
+  auto layout = [](const StreamCache& s) {
+    std::vector<std::uint32_t> out;
+    std::vector<KvSpan> spans;
+    s.layer_spans(0, spans);
+    for (const KvSpan& sp : spans) out.insert(out.end(), {sp.slot_begin, sp.n, sp.kept_begin});
+    return out;
+  };
+  for (int t = 0; t < 30; ++t) simd_step(original);  // the window has wrapped: front != 0
+  original.save(dir.path / "s.snap");
+  StreamCache restored(pool, c);
+  restored.restore(dir.path / "s.snap");
+  CHECK(layout(restored) == layout(original));
+  CHECK(layout(original).at(3 + 0) != 0);  // the window's first span starts mid-page
+  for (int t = 0; t < 20; ++t) REQUIRE(simd_step(original) == simd_step(restored));
+}
+
 TEST_CASE("corrupted, truncated or mismatched snapshots are refused and change nothing") {
   TempDir dir;
   SinkDetector d(2, kHeads);
@@ -142,12 +177,34 @@ TEST_CASE("corrupted, truncated or mismatched snapshots are refused and change n
     msg = e.what();
   }
   CHECK(msg.find("different pinned dtype") != std::string::npos);
-  std::string v1 = bytes;
-  v1[8] = 1;  // the version field: snapshots from before quantised pages
-  refused(v1, "unsupported version 1");
+  std::string v4 = bytes;
+  v4[8] = 4;  // the version field: a format newer than this build
+  refused(v4, "unsupported version 4");
   CHECK_THROWS_AS(victim.restore(dir.path / "missing.snap"), FormatError);
   std::int32_t id = 1;
   victim.begin({&id, 1});
   CHECK_THROWS_AS(victim.save(dir.path / "pending.snap"), InvalidArgument);
   CHECK_FALSE(fs::exists(dir.path / "pending.snap"));
+}
+
+TEST_CASE("a version 1 snapshot (one dtype, rows per token) still restores") {
+  // Written by the fuzz seed generator before version 2 (tests/fuzz/make_seeds.cc, sinks_f32.snap):
+  // 1 layer, 1 KV head of 4 dims, 4-token pages, StreamingLLM with 2 sinks and budget 8, 20 tokens.
+  const fs::path file = fs::path(KVCACHE_SOURCE_DIR) / "tests/fuzz/corpus/fuzz_snapshot/sinks_f32.snap";
+  std::ifstream in(file, std::ios::binary);
+  REQUIRE(in);
+  char header[12];
+  in.read(header, sizeof header);
+  REQUIRE(header[8] == 1);
+  const StreamConfig c{1, 1, 4, 4, DType::f32, PositionMode::reindexed, {}, PolicyConfig::streaming(2, 8)};
+  StreamCache s(kvtest::make_pool(c, 16), c);
+  s.restore(file);
+  CHECK(s.stats().tokens_seen == 20);
+  CHECK(s.n_kept() == 8);
+  CHECK(s.n_pinned() == 2);
+  std::vector<float> k(4);
+  s.read_key(0, 7, 0, k);
+  CHECK(std::isfinite(k[0]));
+  kvtest::push_token(s);  // and it continues
+  CHECK(s.stats().tokens_seen == 21);
 }

@@ -38,6 +38,7 @@ StreamConfig stream_config(const ModelConfig& c, const CacheOptions& o) {
 }
 
 std::shared_ptr<PagePool> make_pool(const StreamConfig& s, const CacheOptions& o) {
+  if (o.pool) return o.pool;  // StreamCache checks its page size
   PagePoolOptions p;
   p.page_bytes = s.layout().page_bytes();
   p.max_bytes = o.max_kv_bytes;

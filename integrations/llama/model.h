@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -28,6 +29,10 @@ struct CacheOptions {
   /// Byte budget of the decoder's page pool. Memory is reserved lazily, so a generous value costs
   /// nothing; under the full policy it bounds the stream (PoolExhausted when reached).
   std::size_t max_kv_bytes = std::size_t{1} << 30;
+  /// A pool shared with other decoders (a server's one memory limit); its pages must hold this
+  /// cache's page layout (InvalidArgument otherwise). Null: the decoder makes its own pool of
+  /// max_kv_bytes (ignored when a pool is given).
+  std::shared_ptr<PagePool> pool;
   /// Attention implementation (the reference is for tests and comparisons).
   AttentionKernel attention = AttentionKernel::simd;
   /// Sink detection (hidden_sinks and h2o read its results; see kvcache/sink_detector.h).
@@ -76,6 +81,11 @@ class Decoder {
   const ModelConfig& config() const noexcept { return model_->config(); }
   const Checkpoint& checkpoint() const noexcept { return *model_; }
   const StreamCache& cache() const noexcept { return cache_; }
+  /// Replaces the cache's contents with a snapshot written by cache().save() (see
+  /// StreamCache::restore: FormatError for a missing, torn, corrupt or mismatching file,
+  /// PoolExhausted; on error the decoder is unchanged). The logits of the last step are not part
+  /// of a snapshot: feed a token before reading logits again.
+  void restore_cache(const std::filesystem::path& snapshot) { cache_.restore(snapshot); }
   /// The sink detector, when the policy or calibration needs one (null otherwise).
   const SinkDetector* detector() const noexcept { return detector_ ? &*detector_ : nullptr; }
   /// (head, token) pairs whose attention calibration has scaled so far.

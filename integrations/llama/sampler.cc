@@ -16,6 +16,11 @@ Sampler::Sampler(const SamplerConfig& config)
   if (!std::isfinite(config.top_p)) throw InvalidArgument("top_p must be finite");
 }
 
+void Sampler::set_rng_state(std::uint64_t state) {
+  if (state == 0) throw InvalidArgument("Sampler::set_rng_state: 0 is not an xorshift state");
+  state_ = state;
+}
+
 std::uint32_t Sampler::next_u32() {
   state_ ^= state_ >> 12;
   state_ ^= state_ << 25;

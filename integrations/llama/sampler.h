@@ -28,6 +28,12 @@ class Sampler {
 
   const SamplerConfig& config() const noexcept { return config_; }
 
+  /// The RNG state: with the config, everything that decides the next samples. Save it to
+  /// resume a stream elsewhere (a server's parked session) exactly where it was.
+  std::uint64_t rng_state() const noexcept { return state_; }
+  /// Restores a state from rng_state(). Throws kvcache::InvalidArgument for 0 (never a state).
+  void set_rng_state(std::uint64_t state);
+
  private:
   /// xorshift64*, as llama2.c uses: tiny, fast, and the same on every platform (unlike
   /// std::uniform_real_distribution).

@@ -1,11 +1,13 @@
 // StreamCache::save / restore: a self-checking binary snapshot of one stream.
 //
 // Layout (all little-endian, no padding):
-//   char[8] "KVCSNAP\0" | u32 version (2) | u32 reserved (0)
+//   char[8] "KVCSNAP\0" | u32 version (3) | u32 front: slot of the oldest window token in the
+//           first window page (< window page_tokens; 0 with an empty window)
 //   config: u32 n_layers, n_kv_heads, head_dim, page_tokens | u8 dtype, positions, rope style,
 //           policy kind | f64 rope theta | u32 budget, sinks, hidden_sinks, heavy |
-//           u16 min_sink_heads | u32 token_state_floats | u8 pinned dtype
-//   counters: u64 tokens seen, tokens evicted, peak bytes | u32 n_pinned, n_window, front
+//           u16 min_sink_heads | u32 token_state_floats | u32 n rope freq factors, n f32 |
+//           u8 pinned dtype
+//   counters: u64 tokens seen, tokens evicted, peak bytes | u32 n_pinned, n_window
 //   per kept token (cache order): i64 pos, i32 token, f32 score, u16 sink_heads, u8 pin reason
 //   per kept token: token_state_floats f32
 //   per layer: the pinned pages, then the window pages, byte for byte (each region's page_bytes;
@@ -15,8 +17,8 @@
 //   u64 FNV-1a over every byte before it
 // Pages are saved whole (a q4 page's key parameters cover all its rows), so a restored stream
 // continues bit for bit; pages are zeroed when taken from the pool, so no stale byte is saved.
-// Version 1 (one dtype, rows per token) is refused with a clear error: snapshots are a resume
-// mechanism for the build that wrote them, not an archive format.
+// Versions 1 and 2 (read, not written) had one f32 or f16 dtype and, per layer, per kept token,
+// per KV head, the K row then the V row instead of pages.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -35,7 +37,10 @@ namespace {
 
 using Region = detail::Region;
 constexpr char kMagic[8] = {'K', 'V', 'C', 'S', 'N', 'A', 'P', '\0'};
-constexpr std::uint32_t kVersion = 2;
+// Version 3 added the pinned region's dtype and stores whole pages (quantised pages); version 2
+// added the rope frequency factors and the window front. Versions 1 and 2 (one f32 or f16 dtype,
+// K/V rows per token, no factors in version 1) are still read.
+constexpr std::uint32_t kVersion = 3;
 constexpr std::size_t kMetaBytes = 8 + 4 + 4 + 2 + 1;
 
 std::uint64_t fnv1a(const std::byte* data, std::size_t n) {
@@ -103,11 +108,13 @@ void write_config(Writer& w, const StreamConfig& c) {
   w.put(c.policy.heavy);
   w.put(c.policy.min_sink_heads);
   w.put(c.token_state_floats);
+  w.put(static_cast<std::uint32_t>(c.rope.freq_factors.size()));
+  for (float f : c.rope.freq_factors) w.put(f);
   w.put(static_cast<std::uint8_t>(c.pinned()));
 }
 
 // Reads the config and checks it field by field against `want`.
-void check_config(Reader& r, const StreamConfig& want) {
+void check_config(Reader& r, const StreamConfig& want, std::uint32_t version) {
   auto same = [&](auto got, auto expected, const char* field) {
     if (got != expected) {
       r.fail(std::string("was taken with a different ") + field + " (" + std::to_string(+got) +
@@ -129,7 +136,16 @@ void check_config(Reader& r, const StreamConfig& want) {
   same(r.get<std::uint32_t>("heavy"), want.policy.heavy, "heavy");
   same(r.get<std::uint16_t>("min_sink_heads"), want.policy.min_sink_heads, "min_sink_heads");
   same(r.get<std::uint32_t>("token_state_floats"), want.token_state_floats, "token_state_floats");
-  same(r.get<std::uint8_t>("pinned dtype"), static_cast<std::uint8_t>(want.pinned()), "pinned dtype");
+  const std::vector<float>& factors = want.rope.freq_factors;
+  const auto n_factors = version >= 2 ? r.get<std::uint32_t>("rope freq factor count") : std::uint32_t{0};
+  same(n_factors, static_cast<std::uint32_t>(factors.size()), "number of rope freq factors");
+  for (float f : factors) {
+    if (r.get<float>("rope freq factor") != f) r.fail("was taken with different rope freq factors");
+  }
+  // Before version 3 both regions had the one dtype.
+  const auto pinned =
+      version >= 3 ? r.get<std::uint8_t>("pinned dtype") : static_cast<std::uint8_t>(want.dtype);
+  same(pinned, static_cast<std::uint8_t>(want.pinned()), "pinned dtype");
 }
 
 void write_all(int fd, const std::vector<std::byte>& buf, const std::string& name) {
@@ -153,14 +169,15 @@ void StreamCache::save(const std::filesystem::path& path) const {
   Writer w;
   w.bytes(reinterpret_cast<const std::byte*>(kMagic), sizeof kMagic);
   w.put(kVersion);
-  w.put(std::uint32_t{0});
+  // The window's offset in its first page, so a restored stream has the same page layout: SIMD
+  // attention sums keys span by span, and a different split would change its rounding.
+  w.put(std::uint32_t{s.front});
   write_config(w, s.config);
   w.put(std::uint64_t{s.seen});
   w.put(std::uint64_t{s.evicted});
   w.put(std::uint64_t{s.peak_bytes});
   w.put(static_cast<std::uint32_t>(s.pinned.size()));
   w.put(static_cast<std::uint32_t>(s.window.size()));
-  w.put(s.front);
   const std::uint32_t n = s.n_kept();
   for (std::uint32_t i = 0; i < n; ++i) {
     const TokenMeta& m = s.meta(i);
@@ -251,18 +268,17 @@ void StreamCache::restore(const std::filesystem::path& path) {
   Reader r(data, data.size() - 8, name);
   r.need(sizeof kMagic, "magic");
   const auto version = r.get<std::uint32_t>("version");
-  if (version != kVersion) {
-    r.fail("unsupported version " + std::to_string(version) + " (this build reads version " +
-           std::to_string(kVersion) + " only; version 1 predates quantised pages: take a new snapshot)");
-  }
+  if (version < 1 || version > kVersion)
+    r.fail("unsupported version " + std::to_string(version) + " (this build reads 1 to " +
+           std::to_string(kVersion) + ")");
   std::uint64_t stored_sum;
   std::memcpy(&stored_sum, data.data() + data.size() - 8, 8);
   if (stored_sum != fnv1a(data.data(), data.size() - 8)) {
     throw FormatError("snapshot " + name + ": checksum mismatch (corrupted or truncated)");
   }
-  r.get<std::uint32_t>("reserved");
+  const auto front = r.get<std::uint32_t>("window front");
   const StreamConfig& cfg = state_->config;
-  check_config(r, cfg);
+  check_config(r, cfg, version);
 
   // Build the restored stream on the side; swap it in only when complete.
   StreamCache fresh(state_->pool, cfg);
@@ -272,7 +288,6 @@ void StreamCache::restore(const std::filesystem::path& path) {
   s.peak_bytes = r.get<std::uint64_t>("peak bytes");
   const auto n_pinned = r.get<std::uint32_t>("n_pinned");
   const auto n_window = r.get<std::uint32_t>("n_window");
-  const auto front = r.get<std::uint32_t>("window front");
   const std::uint64_t n = std::uint64_t{n_pinned} + n_window;
   if (n > s.policy->budget() || n > s.seen)
     r.fail("holds " + std::to_string(n) + " tokens, more than its budget or tokens seen");
@@ -345,7 +360,9 @@ void StreamCache::restore(const std::filesystem::path& path) {
   const std::size_t pinned_pages = (n_pinned + Pp - 1) / Pp;
   const std::size_t window_pages = (std::size_t{window_slots} + Pw - 1) / Pw;
   const std::size_t layer_page_bytes =
-      pinned_pages * s.lay(Region::pinned).page_bytes() + window_pages * s.lay(Region::window).page_bytes();
+      version >= 3 ? pinned_pages * s.lay(Region::pinned).page_bytes() +
+                         window_pages * s.lay(Region::window).page_bytes()
+                   : std::size_t{2} * n * cfg.n_kv_heads * s.lay(Region::window).row_bytes();
   if (layer_page_bytes > 0 && s.layers.size() > r.remaining() / layer_page_bytes)
     r.fail("page data is shorter than its " + std::to_string(n) + " tokens need");
   detail::PageBatch batch(*s.pool);
@@ -355,7 +372,21 @@ void StreamCache::restore(const std::filesystem::path& path) {
     for (std::size_t i = 0; i < window_pages; ++i) lp.window.push_back(batch.take());
   }
   s.front = front;
-  for (std::uint32_t il = 0; il < s.layers.size(); ++il) {
+  if (version < 3) {
+    // One f32 or f16 dtype (checked with the config), rows per token: copy them into their slots.
+    const std::size_t row_bytes = s.lay(Region::window).row_bytes();
+    for (std::uint32_t il = 0; il < s.layers.size(); ++il) {
+      for (std::uint32_t i = 0; i < n; ++i) {
+        const State::Where w = s.locate(il, i);
+        const PageLayout& lay = s.lay(w.region);
+        for (std::uint32_t h = 0; h < cfg.n_kv_heads; ++h) {
+          std::memcpy(s.pool->data(w.page) + lay.k_offset(h, w.slot), r.need(row_bytes, "K rows"), row_bytes);
+          std::memcpy(s.pool->data(w.page) + lay.v_offset(h, w.slot), r.need(row_bytes, "V rows"), row_bytes);
+        }
+      }
+    }
+  }
+  for (std::uint32_t il = 0; il < s.layers.size() && version >= 3; ++il) {
     detail::LayerPages& lp = s.layers[il];
     for (PageId id : lp.pinned) {
       const std::size_t b = s.lay(Region::pinned).page_bytes();

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kvcache/error.h"
+#include "kvcache/page_pool.h"
 #include "llama/checkpoint.h"
 #include "llama/sampler.h"
 #include "llama/tokenizer.h"
@@ -120,6 +121,33 @@ TEST_CASE("model: prefill under eviction equals token-by-token steps") {
   }
   CHECK(a.cache().n_kept() == 48);
   CHECK(a.cache().stats().tokens_seen == toks.size());
+}
+
+TEST_CASE("model: decoders sharing one pool account for every page, and a restored cache continues exactly") {
+  const auto toks = sample_tokens(100);
+  CacheOptions o;
+  o.policy = PolicyConfig::streaming(4, 40);
+  o.page_tokens = 8;
+  Decoder sizing(model(), o);
+  const std::size_t page_bytes = sizing.cache().config().layout().page_bytes();
+  o.pool = std::make_shared<PagePool>(PagePoolOptions{page_bytes, 200 * page_bytes});
+  Decoder a(model(), o), b(model(), o);
+  a.prefill(std::span(toks).first(61));  // past the budget: the window ring has wrapped
+  b.prefill(std::span(toks).first(30));
+  CHECK(o.pool->stats().pages_in_use == a.cache().stats().pages + b.cache().stats().pages);
+
+  const TempFile snap("shared-pool", {});
+  a.cache().save(snap.path());
+  Decoder c(model(), o);
+  c.restore_cache(snap.path());
+  CHECK(o.pool->stats().pages_in_use ==
+        a.cache().stats().pages + b.cache().stats().pages + c.cache().stats().pages);
+  for (std::size_t i = 61; i < toks.size(); ++i) check_close(c.step(toks[i]), a.step(toks[i]), 0.0);
+
+  // A pool whose pages are too small for the layout is refused.
+  CacheOptions small = o;
+  small.pool = std::make_shared<PagePool>(PagePoolOptions{64, 64 * 64});
+  CHECK_THROWS_AS(Decoder(model(), small), InvalidArgument);
 }
 
 TEST_CASE("model: sinks + window streams past the 512-token training context") {

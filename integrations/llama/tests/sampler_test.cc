@@ -30,6 +30,16 @@ TEST_CASE("sampler: equal seeds give equal streams") {
   }
 }
 
+TEST_CASE("sampler: a saved RNG state resumes the same stream in another sampler") {
+  const std::vector<float> logits = {1.f, 1.2f, 0.8f, 1.1f, 0.f, 0.5f};
+  Sampler a({1.f, 0.9f, 5});
+  for (int i = 0; i < 17; ++i) a.sample(logits);
+  Sampler b({1.f, 0.9f, 99});
+  b.set_rng_state(a.rng_state());
+  for (int i = 0; i < 200; ++i) CHECK(a.sample(logits) == b.sample(logits));
+  CHECK_THROWS_AS(b.set_rng_state(0), InvalidArgument);
+}
+
 TEST_CASE("sampler: a tiny nucleus keeps only the most likely token") {
   Sampler s({1.f, 0.01f, 3});
   for (int i = 0; i < 100; ++i) CHECK(s.sample(std::vector<float>{0.f, 5.f, 4.f, 1.f}) == 1);
