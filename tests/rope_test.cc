@@ -227,10 +227,10 @@ TEST_CASE("snapshots carry frequency factors, and version 1 snapshots still rest
   CHECK(message(other, dir.path / "f.snap").find("different rope freq factors") != std::string::npos);
 
   // A version 1 file (no factors; written before version 2 by the fuzz seed generator, see
-  // tests/fuzz/make_seeds.cc: 1 layer, 1 KV head of 4 dims, 4-token pages, sinks 2 + budget 8,
+  // tests/data and tests/fuzz/make_seeds.cc: 1 layer, 1 KV head of 4 dims, 4-token pages, sinks 2 + budget 8,
   // 20 tokens) restores; pages replaced rows per token in version 3, so one cannot be made by
   // editing a fresh file any more.
-  const fs::path v1 = fs::path(KVCACHE_SOURCE_DIR) / "tests/fuzz/corpus/fuzz_snapshot/sinks_f32.snap";
+  const fs::path v1 = fs::path(KVCACHE_SOURCE_DIR) / "tests/data/snapshot_v1_sinks_f32.snap";
   const StreamConfig c1{1, 1, 4, 4, DType::f32, PositionMode::reindexed, {}, PolicyConfig::streaming(2, 8)};
   StreamCache old(kvtest::make_pool(c1, 16), c1);
   old.restore(v1);

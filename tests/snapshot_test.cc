@@ -188,9 +188,10 @@ TEST_CASE("corrupted, truncated or mismatched snapshots are refused and change n
 }
 
 TEST_CASE("a version 1 snapshot (one dtype, rows per token) still restores") {
-  // Written by the fuzz seed generator before version 2 (tests/fuzz/make_seeds.cc, sinks_f32.snap):
+  // Written before version 2 by the fuzz seed generator (tests/fuzz/make_seeds.cc, sinks_f32.snap;
+  // kept under tests/data so regenerating the corpus cannot change it):
   // 1 layer, 1 KV head of 4 dims, 4-token pages, StreamingLLM with 2 sinks and budget 8, 20 tokens.
-  const fs::path file = fs::path(KVCACHE_SOURCE_DIR) / "tests/fuzz/corpus/fuzz_snapshot/sinks_f32.snap";
+  const fs::path file = fs::path(KVCACHE_SOURCE_DIR) / "tests/data/snapshot_v1_sinks_f32.snap";
   std::ifstream in(file, std::ios::binary);
   REQUIRE(in);
   char header[12];

@@ -116,18 +116,19 @@ void StreamCache::State::write_token(std::uint32_t il, const Where& w, const flo
   detail::KeyStage& st = stage(il, w.region);
   const std::uint32_t P = lay.page_tokens;
   if (st.rows.empty()) st.rows.resize(std::size_t{P} * token_floats());
+  std::vector<float>& rows = q4_rows;
+  rows.resize(std::size_t{P} * D);
   if (w.slot > 0 && !(st.page == w.page && st.n >= w.slot)) {
-    std::vector<float> row(D);
     for (std::uint32_t r = 0; r < w.slot; ++r) {
       for (std::uint32_t h = 0; h < lay.n_kv_heads; ++h) {
-        load_k({w.region, w.page, r}, h, row.data());
-        convert_f32_to_f16(row, {st.rows.data() + (std::size_t{h} * P + r) * D, D});
+        load_k({w.region, w.page, r}, h, rows.data());
+        convert_f32_to_f16({rows.data(), D}, {st.rows.data() + (std::size_t{h} * P + r) * D, D});
       }
     }
   }
   st.page = w.page;
   st.n = w.slot + 1;
-  std::vector<float> rows(std::size_t{st.n} * D);
+  rows.resize(std::size_t{st.n} * D);
   for (std::uint32_t h = 0; h < lay.n_kv_heads; ++h) {
     std::uint16_t* staged = st.rows.data() + std::size_t{h} * P * D;
     convert_f32_to_f16({k + std::size_t{h} * D, D}, {staged + std::size_t{w.slot} * D, D});

@@ -85,6 +85,7 @@ struct StreamCache::State {
   std::size_t peak_bytes = 0;
   std::vector<float> token_rows;      // scratch: all KV heads of one token
   std::vector<float> move_k, move_v;  // scratch: K/V of tokens being moved
+  std::vector<float> q4_rows;         // scratch: one head's keys of a q4 page being re-quantised
   RopeAngles rope;                    // cos/sin of the last position keys were rotated by
 
   const PageLayout& lay(Region r) const { return layouts[static_cast<int>(r)]; }
