@@ -135,9 +135,9 @@ kvcache::llama::CacheOptions cache_options(const CommonOptions& o, const kvcache
 LoadedModel load_model(const CommonOptions& o) {
   const auto model = kvcache::llama::resolve_model(o.model);
   const auto tok = kvcache::llama::resolve_tokenizer(o.tokenizer);
-  auto checkpoint = kvcache::llama::Checkpoint::load(model.path);
-  auto tokenizer = kvcache::llama::Tokenizer::load(tok.path, checkpoint->config().vocab_size);
-  return {std::move(checkpoint), std::move(tokenizer), model.source, tok.source};
+  auto weights = kvcache::llama::checkpoint_weights(kvcache::llama::Checkpoint::load(model.path));
+  auto tokenizer = kvcache::llama::Tokenizer::load(tok.path, weights->config.vocab_size);
+  return {std::move(weights), std::move(tokenizer), model.source, tok.source};
 }
 
 nlohmann::json policy_json(const CommonOptions& o, const kvcache::llama::ModelConfig& model) {

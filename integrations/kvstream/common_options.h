@@ -44,7 +44,7 @@ kvcache::llama::CacheOptions cache_options(const CommonOptions& opts,
 
 /// Model, tokenizer and where they came from.
 struct LoadedModel {
-  std::shared_ptr<const kvcache::llama::Checkpoint> checkpoint;
+  std::shared_ptr<const kvcache::llama::ModelWeights> weights;
   kvcache::llama::Tokenizer tokenizer;
   std::string model_source, tokenizer_source;  ///< "flag", "env KVCACHE_MODEL", ...
 };

@@ -75,13 +75,13 @@ void print_stats(const char* tag, const kvcache::llama::Decoder& dec, std::uint6
 
 int run_generate(const GenerateOptions& o) {
   const LoadedModel m = load_model(o.common);
-  kvcache::llama::Decoder dec(m.checkpoint, cache_options(o.common, m.checkpoint->config()));
+  kvcache::llama::Decoder dec(m.weights, cache_options(o.common, m.weights->config));
   const std::uint64_t seed =
       o.seed ? *o.seed : (std::uint64_t{std::random_device{}()} << 32) | std::random_device{}();
   kvcache::llama::Sampler sampler({o.temperature, o.top_p, seed});
   if (!o.quiet) {
-    std::fprintf(stderr, "[kvstream] model %s (%s), %s; seed %llu\n", m.checkpoint->path().string().c_str(),
-                 m.model_source.c_str(), policy_summary(o.common, m.checkpoint->config()).c_str(),
+    std::fprintf(stderr, "[kvstream] model %s (%s), %s; seed %llu\n", m.weights->path.string().c_str(),
+                 m.model_source.c_str(), policy_summary(o.common, m.weights->config).c_str(),
                  static_cast<unsigned long long>(seed));
   }
 

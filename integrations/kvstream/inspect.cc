@@ -197,10 +197,10 @@ int run_inspect(const InspectOptions& o) {
         "inspect records every query x key attention: at most {} tokens, {} has {} (use --max-tokens)",
         kMaxInspectTokens, o.input.source(), tokens.size()));
   }
-  const kvcache::llama::ModelConfig& config = m.checkpoint->config();
+  const kvcache::llama::ModelConfig& config = m.weights->config;
   kvcache::llama::CacheOptions cache = cache_options(o.common, config);
   cache.force_detector = true;  // the detector's verdict at the end is the sink report
-  kvcache::llama::Decoder dec(m.checkpoint, cache);
+  kvcache::llama::Decoder dec(m.weights, cache);
   const std::filesystem::path out(o.out_dir);
   std::error_code ec;
   std::filesystem::create_directories(out, ec);

@@ -82,7 +82,7 @@ int run_ppl(const PplOptions& o) {
   const LoadedModel m = load_model(o.common);
   const std::vector<std::int32_t> tokens = load_tokens(o.input, m, "ppl", 2);
 
-  kvcache::llama::Decoder dec(m.checkpoint, cache_options(o.common, m.checkpoint->config()));
+  kvcache::llama::Decoder dec(m.weights, cache_options(o.common, m.weights->config));
   install_signal_handlers();
   const bool progress = stderr_is_tty();
   const std::uint64_t n_scored = tokens.size() - 1;
@@ -106,7 +106,7 @@ int run_ppl(const PplOptions& o) {
   const kvcache::StreamStats& stats = r.stats;
   const double tps = r.tokens_per_second();
   if (o.json) {
-    nlohmann::json j = policy_json(o.common, m.checkpoint->config());
+    nlohmann::json j = policy_json(o.common, m.weights->config);
     j["ppl"] = ppl;
     j["nll_mean"] = r.nll_mean();
     j["tokens_scored"] = scored;
@@ -128,7 +128,7 @@ int run_ppl(const PplOptions& o) {
   } else {
     std::printf("perplexity %.4f over %llu scored tokens%s\n", ppl, static_cast<unsigned long long>(scored),
                 scored == n_scored ? "" : " (interrupted)");
-    std::printf("%s\n", policy_summary(o.common, m.checkpoint->config()).c_str());
+    std::printf("%s\n", policy_summary(o.common, m.weights->config).c_str());
     std::printf("KV peak %s, kept %u tokens at the end, %.0f tok/s (%.2f s)\n",
                 human_bytes(stats.kv_bytes_peak).c_str(), stats.tokens_kept, tps, secs);
     std::printf("segment ppl (per %u scored tokens):\n", o.segment);
