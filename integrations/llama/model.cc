@@ -10,7 +10,7 @@
 #include "kvcache/error.h"
 #include "kvcache/page_pool.h"
 #include "llama/layer_attention.h"
-#include "llama/matmul.h"
+#include "llama/weight_matmul.h"
 
 namespace kvcache::llama {
 namespace {
@@ -61,12 +61,7 @@ void add_bias(std::span<float> y, std::span<const float> bias) {
 }  // namespace
 
 void Decoder::project(const WeightMatrix& w, std::span<const float> x, std::uint32_t n, std::span<float> y) {
-  if (w.type == GgmlType::f32) {
-    matmul(std::span(reinterpret_cast<const float*>(w.data), std::size_t{w.rows} * w.cols), w.rows, w.cols, x,
-           n, y);
-    return;
-  }
-  throw InvalidArgument("Decoder: " + std::string(ggml_type_name(w.type)) + " weights are not supported yet");
+  weight_matmul(w, x, n, y, matmul_scratch_);
 }
 
 Decoder::Decoder(std::shared_ptr<const ModelWeights> model, const CacheOptions& options)
@@ -91,6 +86,8 @@ Decoder::Decoder(std::shared_ptr<const ModelWeights> model, const CacheOptions& 
   hb_.resize(B * c.hidden_dim);
   hb2_.resize(B * c.hidden_dim);
   logits_.resize(c.vocab_size);
+  // The widest activation row a product reads, rounded up to whole Q8 blocks: no allocation later.
+  matmul_scratch_.reserve(B, (std::max(c.dim, c.hidden_dim) + 31) / 32 * 32);
 }
 
 std::span<const float> Decoder::step(std::int32_t token) {

@@ -16,6 +16,7 @@
 #include "kvcache/stream_cache.h"
 #include "llama/layer_attention.h"
 #include "llama/model_weights.h"
+#include "llama/weight_matmul.h"
 
 namespace kvcache::llama {
 
@@ -115,17 +116,18 @@ class Decoder {
   std::uint64_t calibrated_ = 0;               ///< calibrated (head, token) pairs so far
   AttentionObserver observer_;                 ///< diagnostics hook, usually empty
   // Scratch, sized for kMaxBatch tokens and reused every step (no allocation while decoding).
-  std::vector<float> x_;       ///< [batch][dim] residual stream
-  std::vector<float> xb_;      ///< [batch][dim] normalised input of a sub-layer
-  std::vector<float> xb2_;     ///< [batch][dim] sub-layer output
-  std::vector<float> q_;       ///< [batch][dim] queries (pre-RoPE)
-  std::vector<float> k_;       ///< [batch][kv_dim] keys (pre-RoPE)
-  std::vector<float> v_;       ///< [batch][kv_dim] values
-  std::vector<float> att_;     ///< [batch][dim] attention output
-  std::vector<float> hb_;      ///< [batch][hidden] gate, then SwiGLU
-  std::vector<float> hb2_;     ///< [batch][hidden] up projection
-  std::vector<float> logits_;  ///< [vocab] logits of the last token fed
-  std::vector<float> mass_;    ///< [n_heads][n_kept] attention mass of one query (detector)
+  std::vector<float> x_;          ///< [batch][dim] residual stream
+  std::vector<float> xb_;         ///< [batch][dim] normalised input of a sub-layer
+  std::vector<float> xb2_;        ///< [batch][dim] sub-layer output
+  std::vector<float> q_;          ///< [batch][dim] queries (pre-RoPE)
+  std::vector<float> k_;          ///< [batch][kv_dim] keys (pre-RoPE)
+  std::vector<float> v_;          ///< [batch][kv_dim] values
+  std::vector<float> att_;        ///< [batch][dim] attention output
+  std::vector<float> hb_;         ///< [batch][hidden] gate, then SwiGLU
+  std::vector<float> hb2_;        ///< [batch][hidden] up projection
+  std::vector<float> logits_;     ///< [vocab] logits of the last token fed
+  std::vector<float> mass_;       ///< [n_heads][n_kept] attention mass of one query (detector)
+  MatmulScratch matmul_scratch_;  ///< quantised activations for the Q types' products
 };
 
 }  // namespace kvcache::llama

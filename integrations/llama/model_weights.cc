@@ -5,7 +5,7 @@
 #include <cstring>
 #include <utility>
 
-#include "kvcache/error.h"
+#include "llama/ggml_quant.h"
 
 namespace kvcache::llama {
 
@@ -16,8 +16,7 @@ void ModelWeights::embed(std::int32_t token, std::span<float> out) const {
   if (token_embedding.type == GgmlType::f32) {
     std::memcpy(out.data(), row, out.size() * sizeof(float));
   } else {
-    throw InvalidArgument("ModelWeights::embed: " + std::string(ggml_type_name(token_embedding.type)) +
-                          " embeddings are not supported yet");
+    dequantize_row(token_embedding.type, row, out);
   }
 }
 
