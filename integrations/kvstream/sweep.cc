@@ -292,6 +292,7 @@ int run_sweep(const SweepOptions& o) {
   j["source"] = o.input.source();
   j["source_kind"] = o.input.source_kind();
   j["model"] = o.common.model.empty() ? m.model_source : o.common.model;
+  j["model_info"] = model_json(m);
   j["tokens_total"] = tokens.size();
   j["tokens_scored"] = tokens.size() - 1;
   j["jobs"] = jobs;

@@ -33,7 +33,7 @@ std::vector<std::int32_t> load_tokens(const TokenInput& in, const LoadedModel& m
   } else {
     const auto bytes = kvcache::llama::read_file_bytes(in.text_file, "text file");
     const std::string text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-    tokens = model.tokenizer.encode(text, true, false);
+    tokens = model.tokenizer->encode(text, model.tokenizer->add_bos_default(), false, false);
   }
   if (in.max_tokens > 0 && tokens.size() > in.max_tokens) tokens.resize(in.max_tokens);
   if (tokens.size() < min_tokens) {
