@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "kvcache/dtype.h"
+#include "kvcache/error.h"
 #include "llama/gguf_file.h"
 #include "llama/gguf_model.h"
 #include "llama/gguf_tokenizer.h"
