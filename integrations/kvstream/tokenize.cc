@@ -37,7 +37,8 @@ int run_tokenize(const TokenizeOptions& o) {
   for (const std::string& path : o.texts) {
     const auto bytes = kvcache::llama::read_file_bytes(path, "text file");
     const std::string text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-    const std::vector<std::int32_t> ids = m.tokenizer.encode(text, true, false);
+    const std::vector<std::int32_t> ids =
+        m.tokenizer->encode(text, m.tokenizer->add_bos_default(), false, false);
     all.insert(all.end(), ids.begin(), ids.end());
     files.push_back({{"path", path}, {"bytes", bytes.size()}, {"tokens", ids.size()}});
   }

@@ -24,6 +24,11 @@ std::shared_ptr<const Checkpoint> sink_model() {
   return ck;
 }
 
+std::shared_ptr<const ModelWeights> sink_weights() {
+  static const auto m = checkpoint_weights(sink_model());
+  return m;
+}
+
 }  // namespace
 
 TEST_CASE("sink model: loads with the shared tokenizer and has the recorded shape") {
@@ -46,7 +51,7 @@ TEST_CASE("sink model: greedy decoding after a prompt gives the recorded text") 
   const Tokenizer tok = Tokenizer::load(tokenizer_path(), 512);
   CacheOptions o;
   o.policy = PolicyConfig::full();
-  Decoder dec(sink_model(), o);
+  Decoder dec(sink_weights(), o);
   Sampler greedy({0.f, 0.f, 1});
   const std::vector<std::int32_t> prompt = tok.encode("Once upon a time", true, false);
   std::int32_t next = greedy.sample(dec.prefill(prompt));
@@ -75,7 +80,7 @@ TEST_CASE("sink model: attention on token 0 stays near the uniform share, as the
   CacheOptions o;
   o.policy = PolicyConfig::full();
   o.force_detector = true;
-  Decoder dec(sink_model(), o);
+  Decoder dec(sink_weights(), o);
   const ModelConfig& c = sink_model()->config();
   std::vector<double> on_first(std::size_t{c.n_layers} * c.n_heads, 0.0);
   dec.set_attention_observer([&](std::uint32_t layer, std::span<const float> mass) {
