@@ -9,6 +9,7 @@
 #include "inspect.h"
 #include "kvcache/error.h"
 #include "perplexity.h"
+#include "serve.h"
 #include "sweep.h"
 
 namespace {
@@ -41,6 +42,8 @@ int main(int argc, char** argv) {
   kvstream::InspectOptions inspect;
   CLI::App* sweep_cmd = kvstream::add_sweep_command(app, sweep);
   CLI::App* inspect_cmd = kvstream::add_inspect_command(app, inspect);
+  kvstream::ServeOptions serve;
+  CLI::App* serve_cmd = kvstream::add_serve_command(app, serve);
 
   try {
     app.parse(argc, argv);
@@ -58,6 +61,7 @@ int main(int argc, char** argv) {
     if (ppl_cmd->parsed()) return kvstream::run_ppl(ppl);
     if (sweep_cmd->parsed()) return kvstream::run_sweep(sweep);
     if (inspect_cmd->parsed()) return kvstream::run_inspect(inspect);
+    if (serve_cmd->parsed()) return kvstream::run_serve(serve);
     return 2;
   } catch (const kvcache::PoolExhausted& e) {
     report("KV pool exhausted (raise --max-kv-mb or use a budgeted policy): ", e.what());
