@@ -194,7 +194,9 @@ void HttpServer::routes() {
         res.set_content(error_body(500, "", "generation failed: " + job->error), "application/json");
         return;
       }
-      json j = completion_object(id, created, model, job->text, job->finish_reason);
+      std::string text;
+      for (const std::string& piece : job->pieces) text += piece;
+      json j = completion_object(id, created, model, text, job->finish_reason);
       add_outcome(j, *job);
       res.set_content(dump(j), "application/json");
       return;
@@ -205,14 +207,14 @@ void HttpServer::routes() {
     res.set_chunked_content_provider(
         "text/event-stream",
         [job, id, created, model](std::size_t, httplib::DataSink& sink) {
-          std::string text;
+          std::vector<std::string> pieces;
           bool done = false;
           json last;
           {
             std::unique_lock lk(job->mu);
             job->cv.wait_for(lk, std::chrono::milliseconds(200),
-                             [&] { return !job->text.empty() || job->phase == Job::Phase::done; });
-            text.swap(job->text);
+                             [&] { return !job->pieces.empty() || job->phase == Job::Phase::done; });
+            pieces.swap(job->pieces);
             done = job->phase == Job::Phase::done;
             if (done) {
               last = completion_object(id, created, model, "", job->finish_reason);
@@ -223,9 +225,11 @@ void HttpServer::routes() {
             const std::string event = "data: " + data + "\n\n";
             return sink.write(event.data(), event.size());
           };
-          if (!text.empty() && !send(dump(completion_object(id, created, model, text, nullptr)))) {
-            job->cancelled = true;  // the client went away: the engine stops this stream
-            return false;
+          for (const std::string& piece : pieces) {  // one event per token, as OpenAI streams
+            if (!send(dump(completion_object(id, created, model, piece, nullptr)))) {
+              job->cancelled = true;  // the client went away: the engine stops this stream
+              return false;
+            }
           }
           if (done) {
             if (!send(dump(last)) || !send("[DONE]")) return false;

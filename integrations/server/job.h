@@ -32,18 +32,18 @@ struct Job {
   std::condition_variable cv;
   Phase phase = Phase::queued;
   std::optional<ApiError> refused;     ///< set with phase done when the job was never admitted
-  std::string text;                    ///< released and not yet read by the HTTP side
+  std::vector<std::string> pieces;     ///< released text not yet read by the HTTP side, one per token
   std::string finish_reason;           ///< "stop", "length", "cancelled", "shutdown" or "error"
   std::string error;                   ///< what went wrong when finish_reason is "error"
   std::string session_id;              ///< the session it ran on ("" for a one-off stream)
-  std::uint64_t prompt_count = 0;      ///< tokens fed for this request (BOS or pending token included)
+  std::uint64_t prompt_count = 0;      ///< prompt tokens this request added (and BOS on a new stream)
   std::uint64_t completion_count = 0;  ///< tokens sampled for this request
 
-  /// Engine side: publish released text and wake the reader.
+  /// Engine side: publish released text (one token's, usually) and wake the reader.
   void publish(std::string piece) {
     {
       std::lock_guard lk(mu);
-      text += piece;
+      pieces.push_back(std::move(piece));
     }
     cv.notify_all();
   }

@@ -48,11 +48,11 @@ TempDir::TempDir() : path(temp_base() / ("kvserve_test_" + std::to_string(std::r
 TempDir::~TempDir() { fs::remove_all(path); }
 
 TestServer::TestServer(const fs::path& state_dir, double pool_mib, kvcache::llama::CacheOptions cache,
-                       std::size_t max_body) {
+                       std::size_t max_body, std::shared_ptr<SessionStore> store) {
   EngineOptions o;
   o.cache = std::move(cache);
   o.pool_bytes = static_cast<std::size_t>(pool_mib * 1024 * 1024);
-  o.store = std::make_shared<DirectoryStore>(state_dir);
+  o.store = store ? std::move(store) : std::make_shared<DirectoryStore>(state_dir);
   o.scratch_dir = state_dir;
   o.limits.max_tokens = 512;
   o.model_name = "stories260K";

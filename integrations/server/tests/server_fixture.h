@@ -16,6 +16,7 @@
 #include "http_server.h"
 #include "llama/checkpoint.h"
 #include "llama/tokenizer.h"
+#include "session_store.h"
 
 namespace kvserve::test {
 
@@ -34,8 +35,10 @@ struct TempDir {
 /// Engine + HttpServer on 127.0.0.1, port chosen by the kernel, serving on a thread.
 class TestServer {
  public:
+  /// `store`: where sessions park (default: a DirectoryStore in `state_dir`).
   TestServer(const std::filesystem::path& state_dir, double pool_mib,
-             kvcache::llama::CacheOptions cache = test_cache(), std::size_t max_body = 1 << 16);
+             kvcache::llama::CacheOptions cache = test_cache(), std::size_t max_body = 1 << 16,
+             std::shared_ptr<SessionStore> store = nullptr);
   ~TestServer();  // stop() if not done
   /// SIGTERM's path: park everything, stop listening, join.
   void stop();

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <thread>
 
+#include "kvcache/error.h"
 #include "server_fixture.h"
 
 namespace kvserve::test {
@@ -199,40 +200,42 @@ TEST_CASE(
   CHECK(!fs::exists(file(ids[1])));
 }
 
-TEST_CASE("server: when running requests hold the whole pool, a new one gets 503 and no session is harmed") {
+namespace {
+// A store that cannot take anything (a full disk): no session can be parked.
+class FullStore final : public SessionStore {
+ public:
+  void put(const std::string&, std::span<const std::byte>) override { throw kvcache::Error("disk full"); }
+  std::optional<std::vector<std::byte>> get(const std::string&) const override { return std::nullopt; }
+  void remove(const std::string&) override {}
+  std::vector<std::string> list() const override { return {}; }
+  std::vector<TornWrite> recover() override { return {}; }
+  std::string describe() const override { return "full store"; }
+};
+}  // namespace
+
+TEST_CASE(
+    "server: when nothing can be parked, a request gets 503 with Retry-After and no session is harmed") {
   TempDir dir;
-  // 35 pages: one request of up to 64 tokens reserves all of them.
-  TestServer server(dir.path, 35.0 * 4096 / (1 << 20));
+  // 35 pages: a request of up to 64 tokens reserves all of them, an idle full session holds 25.
+  TestServer server(dir.path, 35.0 * 4096 / (1 << 20), test_cache(), 1 << 16, std::make_shared<FullStore>());
   auto c = server.client();
   const std::string id = post(c, "/v1/sessions", json::object()).body["id"];
-  std::atomic<bool> started{false};
-  std::thread slow([&] {
-    auto c2 = server.client();
-    httplib::Request req;
-    req.method = "POST";
-    req.path = "/v1/completions";
-    req.body =
-        json{{"prompt", "Hi"}, {"max_tokens", 60}, {"seed", 2}, {"session", id}, {"stream", true}}.dump();
-    req.set_header("Content-Type", "application/json");
-    req.content_receiver = [&](const char*, std::size_t, std::uint64_t, std::uint64_t) {
-      started = true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // keep the request running a while
-      return true;
-    };
-    c2.send(req);
-  });
-  while (!started) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  Oracle oracle(test_cache(), 1.f, 1.f, 2);
+  CHECK(post(c, "/v1/completions", {{"prompt", "Hi"}, {"max_tokens", 60}, {"seed", 2}, {"session", id}})
+            .body["choices"][0]["text"] == oracle.turn("Hi", 60));
+  CHECK(server.engine().accounting().pool_pages_in_use == 25);
+
   const auto r =
       c.Post("/v1/completions", json{{"prompt", "Yo"}, {"max_tokens", 60}}.dump(), "application/json");
-  slow.join();
   REQUIRE(r);
   CHECK(r->status == 503);
   CHECK(r->get_header_value("Retry-After") == "1");
   CHECK(json::parse(r->body)["error"]["message"].get<std::string>().find("out of KV memory") !=
         std::string::npos);
-  // The running session finished untouched.
-  Oracle oracle(test_cache(), 1.f, 1.f, 2);
-  oracle.turn("Hi", 60);
+  bool logged = false;
+  for (const auto& line : server.log()) logged = logged || line.find("disk full") != std::string::npos;
+  CHECK(logged);
+  // The idle session was not touched and continues exactly.
   const Answer more = post(c, "/v1/completions", {{"prompt", " ok"}, {"max_tokens", 5}, {"session", id}});
   CHECK(more.body["choices"][0]["text"] == oracle.turn(" ok", 5));
   CHECK(get(c, "/metrics").raw.find("kvstream_refusals_total 1\n") != std::string::npos);
