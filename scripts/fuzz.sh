@@ -9,7 +9,7 @@
 #                (without it the committed corpus is never modified)
 #   --fresh      start from the committed corpus only (drop earlier runs' scratch corpora)
 #   --no-build   use the existing build/fuzz binaries
-#   target...    a subset of: fuzz_checkpoint fuzz_tokenizer fuzz_token_file fuzz_snapshot fuzz_api
+#   target...    a subset of: fuzz_checkpoint fuzz_tokenizer fuzz_token_file fuzz_snapshot fuzz_api fuzz_gguf
 # Per target it prints the executions and whether it crashed; crash inputs are kept under
 # build/fuzz/artifacts/<target>/ (reproduce: build/fuzz/tests/fuzz/<target> <crash file>).
 # Exit status: non-zero when any target crashed (or the build failed).

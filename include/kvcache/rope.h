@@ -17,6 +17,12 @@ enum class RopeStyle : std::uint8_t {
 struct RopeConfig {
   RopeStyle style = RopeStyle::adjacent_pairs;
   double theta = 10000.0;  ///< base; pair i rotates by position * theta^(-2i/head_dim)
+  /// Per-pair frequency divisors (Llama 3's `rope_freqs.weight`, as llama.cpp applies them): pair i
+  /// rotates by position * theta^(-2i/head_dim) / freq_factors[i]. Empty means 1 for every pair;
+  /// otherwise head_dim/2 finite values > 0 (StreamCache validates).
+  std::vector<float> freq_factors = {};
+
+  friend bool operator==(const RopeConfig&, const RopeConfig&) = default;
 };
 
 /// The cos/sin of one position for every pair of a head: rotating many rows (all heads, all
@@ -37,7 +43,7 @@ class RopeAngles {
   RopeConfig rope_;
   std::uint32_t head_dim_ = 0;
   double position_ = 0.0;
-  std::vector<double> freq_;  ///< theta^(-2i/head_dim)
+  std::vector<double> freq_;  ///< theta^(-2i/head_dim) / freq_factors[i]
   std::vector<float> cos_, sin_;
 };
 

@@ -64,8 +64,7 @@ void prepare_attention(const StreamCache& cache, std::uint32_t layer, std::span<
     if (it == deltas.end()) it = deltas.insert(deltas.end(), sp.rot_delta);
     span_q.push_back(static_cast<std::size_t>(it - deltas.begin()));
   }
-  if (work.rope.head_dim() != cfg.head_dim || work.rope.config().style != cfg.rope.style ||
-      work.rope.config().theta != cfg.rope.theta) {
+  if (work.rope.head_dim() != cfg.head_dim || work.rope.config() != cfg.rope) {
     work.rope = RopeAngles(cfg.rope, cfg.head_dim);
   }
   work.q_rotated.resize(deltas.size() * q_size);

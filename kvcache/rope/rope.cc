@@ -9,11 +9,13 @@ namespace kvcache {
 RopeAngles::RopeAngles(const RopeConfig& rope, std::uint32_t head_dim) : rope_(rope), head_dim_(head_dim) {
   assert(rope.style == RopeStyle::none || head_dim % 2 == 0);
   const std::uint32_t half = head_dim / 2;
+  assert(rope.freq_factors.empty() || rope.freq_factors.size() == half);
   freq_.resize(half);
   cos_.assign(half, 1.f);
   sin_.assign(half, 0.f);
   for (std::uint32_t i = 0; i < half; ++i) {
     freq_[i] = std::pow(rope.theta, -2.0 * i / head_dim);
+    if (!rope.freq_factors.empty()) freq_[i] /= static_cast<double>(rope.freq_factors[i]);
   }
 }
 

@@ -49,6 +49,17 @@ StreamCache::StreamCache(std::shared_ptr<PagePool> pool, const StreamConfig& con
   if (!(config.rope.theta > 1.0) || !std::isfinite(config.rope.theta)) {
     throw InvalidArgument("StreamCache: rope theta must be finite and > 1");
   }
+  if (!config.rope.freq_factors.empty()) {
+    if (config.rope.style == RopeStyle::none || config.rope.freq_factors.size() != config.head_dim / 2) {
+      throw InvalidArgument(
+          "StreamCache: rope freq_factors must hold head_dim / 2 = " + std::to_string(config.head_dim / 2) +
+          " values (got " + std::to_string(config.rope.freq_factors.size()) + ")");
+    }
+    for (float f : config.rope.freq_factors) {
+      if (!(f > 0.f) || !std::isfinite(f))
+        throw InvalidArgument("StreamCache: rope freq_factors must be finite and > 0");
+    }
+  }
   if (pool->page_bytes() < config.layout().page_bytes()) {
     throw InvalidArgument("StreamCache: pool pages of " + std::to_string(pool->page_bytes()) +
                           " bytes are smaller than the " + std::to_string(config.layout().page_bytes()) +

@@ -1,12 +1,13 @@
 // StreamCache::save / restore: a self-checking binary snapshot of one stream.
 //
 // Layout (all little-endian, no padding):
-//   char[8] "KVCSNAP\0" | u32 version (1) | u32 front: slot of the oldest window token in the
+//   char[8] "KVCSNAP\0" | u32 version (2) | u32 front: slot of the oldest window token in the
 //           first window page (< page_tokens; 0 with an empty window; files written before it was
 //           kept have 0, which restores them compacted as they always were)
 //   config: u32 n_layers, n_kv_heads, head_dim, page_tokens | u8 dtype, positions, rope style,
 //           policy kind | f64 rope theta | u32 budget, sinks, hidden_sinks, heavy |
-//           u16 min_sink_heads | u32 token_state_floats
+//           u16 min_sink_heads | u32 token_state_floats |
+//           since version 2: u32 n rope freq factors, n f32 (version 1 files have none)
 //   counters: u64 tokens seen, tokens evicted, peak bytes | u32 n_pinned, n_window
 //   per kept token (cache order): i64 pos, i32 token, f32 score, u16 sink_heads, u8 pin reason
 //   per kept token: token_state_floats f32
@@ -30,7 +31,9 @@ namespace kvcache {
 namespace {
 
 constexpr char kMagic[8] = {'K', 'V', 'C', 'S', 'N', 'A', 'P', '\0'};
-constexpr std::uint32_t kVersion = 1;
+// Version 2 added the rope frequency factors to the config; version 1 snapshots (no factors) are
+// still read.
+constexpr std::uint32_t kVersion = 2;
 constexpr std::size_t kMetaBytes = 8 + 4 + 4 + 2 + 1;
 
 std::uint64_t fnv1a(const std::byte* data, std::size_t n) {
@@ -98,10 +101,12 @@ void write_config(Writer& w, const StreamConfig& c) {
   w.put(c.policy.heavy);
   w.put(c.policy.min_sink_heads);
   w.put(c.token_state_floats);
+  w.put(static_cast<std::uint32_t>(c.rope.freq_factors.size()));
+  for (float f : c.rope.freq_factors) w.put(f);
 }
 
 // Reads the config and checks it field by field against `want`.
-void check_config(Reader& r, const StreamConfig& want) {
+void check_config(Reader& r, const StreamConfig& want, std::uint32_t version) {
   auto same = [&](auto got, auto expected, const char* field) {
     if (got != expected) {
       r.fail(std::string("was taken with a different ") + field + " (" + std::to_string(+got) +
@@ -123,6 +128,12 @@ void check_config(Reader& r, const StreamConfig& want) {
   same(r.get<std::uint32_t>("heavy"), want.policy.heavy, "heavy");
   same(r.get<std::uint16_t>("min_sink_heads"), want.policy.min_sink_heads, "min_sink_heads");
   same(r.get<std::uint32_t>("token_state_floats"), want.token_state_floats, "token_state_floats");
+  const std::vector<float>& factors = want.rope.freq_factors;
+  const auto n_factors = version >= 2 ? r.get<std::uint32_t>("rope freq factor count") : std::uint32_t{0};
+  same(n_factors, static_cast<std::uint32_t>(factors.size()), "number of rope freq factors");
+  for (float f : factors) {
+    if (r.get<float>("rope freq factor") != f) r.fail("was taken with different rope freq factors");
+  }
 }
 
 void write_all(int fd, const std::vector<std::byte>& buf, const std::string& name) {
@@ -230,7 +241,8 @@ void StreamCache::restore(const std::filesystem::path& path) {
   Reader r(data, data.size() - 8, name);
   r.need(sizeof kMagic, "magic");
   const auto version = r.get<std::uint32_t>("version");
-  if (version != kVersion) r.fail("unsupported version " + std::to_string(version) + " (this build reads 1)");
+  if (version < 1 || version > kVersion)
+    r.fail("unsupported version " + std::to_string(version) + " (this build reads 1 and 2)");
   std::uint64_t stored_sum;
   std::memcpy(&stored_sum, data.data() + data.size() - 8, 8);
   if (stored_sum != fnv1a(data.data(), data.size() - 8)) {
@@ -238,7 +250,7 @@ void StreamCache::restore(const std::filesystem::path& path) {
   }
   const auto front = r.get<std::uint32_t>("window front");
   const StreamConfig& cfg = state_->config;
-  check_config(r, cfg);
+  check_config(r, cfg, version);
 
   // Build the restored stream on the side; swap it in only when complete.
   StreamCache fresh(state_->pool, cfg);

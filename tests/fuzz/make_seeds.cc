@@ -13,6 +13,8 @@
 #include "kvcache/sink_detector.h"
 #include "kvcache/stream_cache.h"
 #include "llama/checkpoint.h"
+#include "llama/gguf_file.h"
+#include "llama/gguf_writer.h"
 #include "llama/tokenizer.h"
 
 namespace {
@@ -244,6 +246,83 @@ void api_seeds(const fs::path& dir) {
 
 }  // namespace
 
+// GGUF files made by GgufWriter: a tiny llama-shaped model with one tensor of each supported type,
+// the same at alignment 64, a vocabulary-only file with tokenizer arrays, and a v2 header.
+void gguf_seeds(const fs::path& dir) {
+  const auto bytes_of = [](const llama::GgufWriter& w) {
+    const std::vector<std::byte> b = w.bytes();
+    const auto* p = reinterpret_cast<const std::uint8_t*>(b.data());
+    return Bytes(p, p + b.size());
+  };
+  const auto model = [&](std::uint32_t alignment) {
+    llama::GgufWriter w(alignment);
+    w.add_string("general.architecture", "llama");
+    w.add_string("general.name", "fuzz seed");
+    w.add_u32("llama.block_count", 1);
+    w.add_u32("llama.embedding_length", 256);
+    w.add_u64("llama.context_length", 64);
+    w.add_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    w.add_f64("llama.rope.freq_base", 10000.0);
+    w.add_i8("t.i8", -1);
+    w.add_u8("t.u8", 255);
+    w.add_i16("t.i16", -300);
+    w.add_u16("t.u16", 300);
+    w.add_i32("t.i32", -70000);
+    w.add_i64("t.i64", -1);
+    w.add_bool("t.bool", true);
+    const std::vector<std::uint32_t> u = {1, 2, 3};
+    w.add_u32_array("t.u32s", u);
+    const std::vector<std::uint64_t> d256 = {256}, d64x2 = {64, 2}, d4 = {4};
+    const struct {
+      const char* name;
+      llama::GgmlType type;
+      const std::vector<std::uint64_t>* dims;
+    } tensors[] = {
+        {"output_norm.weight", llama::GgmlType::f32, &d4},
+        {"t.f16", llama::GgmlType::f16, &d4},
+        {"t.bf16", llama::GgmlType::bf16, &d4},
+        {"t.q8_0", llama::GgmlType::q8_0, &d64x2},
+        {"t.q4_0", llama::GgmlType::q4_0, &d64x2},
+        {"t.q4_K", llama::GgmlType::q4_k, &d256},
+        {"t.q6_K", llama::GgmlType::q6_k, &d256},
+    };
+    for (const auto& t : tensors) {
+      std::uint64_t n = 1;
+      for (std::uint64_t x : *t.dims) n *= x;
+      std::vector<std::byte> data(n / llama::ggml_block_elems(t.type) * llama::ggml_block_bytes(t.type));
+      for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::byte>(i * 37 % 251);
+      w.add_tensor(t.name, t.type, *t.dims, data);
+    }
+    return bytes_of(w);
+  };
+  llama::GgufWriter vocab;
+  vocab.add_string("general.architecture", "llama");
+  vocab.add_string("tokenizer.ggml.model", "llama");
+  std::vector<std::string> tokens = {"<unk>", "<s>", "</s>", "\xe2\x96\x81the", "a", "b"};
+  std::vector<float> scores = {0, 0, 0, -1.5f, -2, -3};
+  std::vector<std::int32_t> types = {2, 3, 3, 1, 1, 1};
+  vocab.add_string_array("tokenizer.ggml.tokens", tokens);
+  vocab.add_f32_array("tokenizer.ggml.scores", scores);
+  vocab.add_i32_array("tokenizer.ggml.token_type", types);
+  vocab.add_u32("tokenizer.ggml.bos_token_id", 1);
+  vocab.add_bool("tokenizer.ggml.add_bos_token", true);
+  const Bytes m32 = model(32), m64 = model(64), v = bytes_of(vocab);
+  const Bytes v2 = [&] {
+    Bytes b = m32;
+    b[4] = 2;  // version 2: the same layout
+    return b;
+  }();
+  for (const Bytes* b : {&m32, &m64, &v, &v2}) {  // the reader must accept every seed
+    kvcache::fuzz::MemFile f;
+    f.write(*b);
+    (void)llama::GgufFile::open(f.path());
+  }
+  write(dir, "model_all_types.gguf", m32);
+  write(dir, "model_align64.gguf", m64);
+  write(dir, "vocab_only.gguf", v);
+  write(dir, "model_v2.gguf", v2);
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::cerr << "usage: fuzz_make_seeds <corpus dir>\n";
@@ -253,6 +332,7 @@ int main(int argc, char** argv) {
   checkpoint_seeds(root / "fuzz_checkpoint");
   tokenizer_seeds(root / "fuzz_tokenizer");
   token_file_seeds(root / "fuzz_token_file");
+  gguf_seeds(root / "fuzz_gguf");
   snapshot_seeds(root / "fuzz_snapshot");
   api_seeds(root / "fuzz_api");
   std::cout << "seeds written under " << root << "\n";
