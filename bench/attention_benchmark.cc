@@ -2,11 +2,13 @@
 // to a STREAM-style triad measured in this binary on a working set of the same size with the
 // same number of threads.
 //
-// BM_Kernel bypasses StreamCache: one big buffer laid out like pages (16 tokens, head-major, K
-// then V per page), one HeadBlock per page and KV head, KV heads spread over a task_arena of
-// `threads` workers. BM_Attend runs the public attend() over a real StreamCache.
+// BM_Kernel bypasses StreamCache: one big buffer of pages laid out as PageLayout says (head-major,
+// K then V, then a quantised dtype's parameters), one HeadBlock per page and KV head, KV heads
+// spread over a task_arena of `threads` workers. BM_Attend runs the public attend() over a real
+// StreamCache. Both take the dtype (0 f32, 1 f16, 2 q8, 3 q4).
 //
-// Counters:  KV_GBps   K/V bytes read per second / 1e9 (each byte read once per iteration)
+// Counters:  KV_GBps   K/V bytes actually read per second / 1e9: codes, per-row scales and q4's
+//                      per-page key parameters (each byte read once per iteration)
 //            triad_GBps  STREAM triad a[i] = b[i] + s * c[i] over three arrays totalling the
 //                        same bytes, counted as STREAM does (2 reads + 1 write, no write-allocate)
 //            ratio     KV_GBps / triad_GBps
@@ -34,6 +36,7 @@
 #include "kvcache/attention.h"
 #include "kvcache/attention/kernel.h"
 #include "kvcache/page_pool.h"
+#include "kvcache/quant.h"
 #include "kvcache/stream_cache.h"
 
 namespace {
@@ -124,19 +127,31 @@ void report(benchmark::State& state, std::size_t kv_bytes, double seconds, int t
   state.counters["MiB"] = static_cast<double>(kv_bytes) / (1 << 20);
 }
 
-// Args: config index, dtype (0 f32, 1 f16), context tokens, threads, page tokens.
+// Bytes a kernel reads for `ctx` tokens of one layer: every row's codes and per-row parameters,
+// and q4's per-page channel parameters of every KV head.
+std::size_t bytes_read(DType dtype, std::uint32_t ctx, std::uint32_t n_kv_heads, std::uint32_t head_dim,
+                       std::uint32_t page_tokens) {
+  const std::size_t pages = (ctx + page_tokens - 1) / page_tokens;
+  return std::size_t{ctx} * n_kv_heads * kvcache::kernels::kv_row_bytes(dtype, head_dim) +
+         (dtype == DType::q4 ? pages * n_kv_heads * 4 * head_dim : 0);
+}
+
+DType dtype_arg(std::int64_t a) {
+  constexpr DType kDTypes[] = {DType::f32, DType::f16, DType::q8, DType::q4};
+  return kDTypes[a];
+}
+
+// Args: config index, dtype (0 f32, 1 f16, 2 q8, 3 q4), context tokens, threads, page tokens.
 void BM_Kernel(benchmark::State& state) {
   const HeadConfig& cfg = kConfigs[state.range(0)];
-  const DType dtype = state.range(1) == 0 ? DType::f32 : DType::f16;
+  const DType dtype = dtype_arg(state.range(1));
   const auto ctx = static_cast<std::uint32_t>(state.range(2));
   const int threads = static_cast<int>(state.range(3));
   const auto page_tokens = static_cast<std::uint32_t>(state.range(4));
-  const std::size_t eb = kvcache::dtype_bytes(dtype);
+  const kvcache::PageLayout layout{page_tokens, cfg.n_kv_heads, cfg.head_dim, dtype};
   const std::uint32_t n_pages = (ctx + page_tokens - 1) / page_tokens;
-  const std::size_t head_rows_bytes = std::size_t{page_tokens} * cfg.head_dim * eb;
-  const std::size_t half_bytes = head_rows_bytes * cfg.n_kv_heads;
-  const std::size_t page_bytes = 2 * half_bytes;
-  const std::size_t kv_bytes = std::size_t{2} * ctx * cfg.n_kv_heads * cfg.head_dim * eb;
+  const std::size_t page_bytes = layout.page_bytes();
+  const std::size_t kv_bytes = bytes_read(dtype, ctx, cfg.n_kv_heads, cfg.head_dim, page_tokens);
   state.SetLabel(std::string(cfg.name) + " " + std::string(kvcache::dtype_name(dtype)));
 
   // Measure the triad before allocating the K/V buffer so the two never coexist (1 GiB each).
@@ -150,32 +165,49 @@ void BM_Kernel(benchmark::State& state) {
   const std::uintptr_t last = (addr + page_bytes * n_pages) / huge * huge;
   if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
 #endif
-  for (std::size_t i = 0; i < page_bytes * n_pages / eb; ++i) {
-    const float x = fill_value(i);
+  // Contents only need to be finite: codes from the filler, parameters small f16 values.
+  const std::size_t codes_end = 2 * layout.half_bytes();
+  for (std::uint32_t p = 0; p < n_pages; ++p) {
+    std::byte* page = buf.get() + std::size_t{p} * page_bytes;
     if (dtype == DType::f32) {
-      std::memcpy(buf.get() + 4 * i, &x, 4);
+      for (std::size_t i = 0; i < codes_end / 4; ++i) {
+        const float x = fill_value(i + p);
+        std::memcpy(page + 4 * i, &x, 4);
+      }
+    } else if (dtype == DType::f16) {
+      for (std::size_t i = 0; i < codes_end / 2; ++i) {
+        const std::uint16_t h = kvcache::f16_from_f32(fill_value(i + p));
+        std::memcpy(page + 2 * i, &h, 2);
+      }
     } else {
-      const std::uint16_t h = kvcache::f16_from_f32(x);
-      std::memcpy(buf.get() + 2 * i, &h, 2);
+      for (std::size_t i = 0; i < codes_end; ++i) page[i] = static_cast<std::byte>(fill_value(i + p) * 127.f);
+      const std::uint16_t param = kvcache::f16_from_f32(0.01f);
+      for (std::size_t i = layout.params_offset(); i + 2 <= page_bytes; i += 2)
+        std::memcpy(page + i, &param, 2);
     }
   }
   const std::uint32_t n_group = cfg.n_heads / cfg.n_kv_heads;
   std::vector<float> q(std::size_t{cfg.n_heads} * cfg.head_dim);
   for (std::size_t i = 0; i < q.size(); ++i) q[i] = fill_value(i + 99);
   std::vector<kvcache::kernels::HeadBlock> blocks(std::size_t{cfg.n_kv_heads} * n_pages);
+  const bool quantized = kvcache::is_quantized(dtype);
   for (std::uint32_t h = 0; h < cfg.n_kv_heads; ++h) {
     for (std::uint32_t p = 0; p < n_pages; ++p) {
       const std::byte* page = buf.get() + std::size_t{p} * page_bytes;
-      blocks[std::size_t{h} * n_pages + p] = {
-          page + h * head_rows_bytes, page + half_bytes + h * head_rows_bytes,
-          std::min(page_tokens, ctx - p * page_tokens), q.data() + std::size_t{h} * n_group * cfg.head_dim};
+      blocks[std::size_t{h} * n_pages + p] = {dtype,
+                                              page + layout.k_offset(h, 0),
+                                              page + layout.v_offset(h, 0),
+                                              quantized ? page + layout.k_params_offset(h) : nullptr,
+                                              quantized ? page + layout.v_params_offset(h, 0) : nullptr,
+                                              std::min(page_tokens, ctx - p * page_tokens),
+                                              q.data() + std::size_t{h} * n_group * cfg.head_dim};
     }
   }
   std::vector<float> out(q.size());
   const float scale = 1.f / std::sqrt(static_cast<float>(cfg.head_dim));
   auto run_heads = [&](std::uint32_t h0, std::uint32_t h1) {
     for (std::uint32_t h = h0; h < h1; ++h) {
-      kvcache::kernels::attend_group(dtype, cfg.head_dim, n_group, scale,
+      kvcache::kernels::attend_group(cfg.head_dim, n_group, scale,
                                      {blocks.data() + std::size_t{h} * n_pages, n_pages},
                                      out.data() + std::size_t{h} * n_group * cfg.head_dim, nullptr, 0);
     }
@@ -201,13 +233,17 @@ void BM_Kernel(benchmark::State& state) {
 }
 
 void KernelArgs(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"cfg", "f16", "ctx", "threads", "page"});
+  b->ArgNames({"cfg", "dtype", "ctx", "threads", "page"});
   for (int cfg : {0, 1}) {
-    for (int f16 : {0, 1}) {
+    for (int dtype : {0, 1, 2, 3}) {
       for (int ctx : {256, 1024, 4096, 16384, 32768}) {
-        for (int threads : {1, 2}) b->Args({cfg, f16, ctx, threads, 16});
+        for (int threads : {1, 2}) b->Args({cfg, dtype, ctx, threads, 16});
       }
     }
+  }
+  // Quantised pages at the page size that suits heads of 128 (see README).
+  for (int dtype : {0, 1, 2, 3}) {
+    for (int threads : {1, 2}) b->Args({1, dtype, 32768, threads, 64});
   }
   // Larger pages give each head longer contiguous runs: the page-size trade-off for big heads.
   for (int page : {32, 64, 128}) {
@@ -230,10 +266,14 @@ void BM_KernelScalar(benchmark::State& state) {
   for (std::size_t i = 0; i < q.size(); ++i) q[i] = fill_value(i + 5);
   for (auto _ : state) {
     for (std::uint32_t h = 0; h < cfg.n_kv_heads; ++h) {
-      const kvcache::kernels::HeadBlock blk{reinterpret_cast<const std::byte*>(k.data() + h * ctx * row),
-                                            reinterpret_cast<const std::byte*>(v.data() + h * ctx * row), ctx,
+      const kvcache::kernels::HeadBlock blk{DType::f32,
+                                            reinterpret_cast<const std::byte*>(k.data() + h * ctx * row),
+                                            reinterpret_cast<const std::byte*>(v.data() + h * ctx * row),
+                                            nullptr,
+                                            nullptr,
+                                            ctx,
                                             q.data() + h * n_group * row};
-      kvcache::kernels::attend_group_scalar(DType::f32, cfg.head_dim, n_group, 0.1f, {&blk, 1},
+      kvcache::kernels::attend_group_scalar(cfg.head_dim, n_group, 0.1f, {&blk, 1},
                                             out.data() + h * n_group * row, nullptr, 0);
     }
     benchmark::DoNotOptimize(out.data());
@@ -246,7 +286,7 @@ BENCHMARK(BM_KernelScalar)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
 // the runtime and the sink detector use it. Args: config, dtype, context, threads.
 void BM_Attend(benchmark::State& state) {
   const HeadConfig& cfg = kConfigs[state.range(0)];
-  const DType dtype = state.range(1) == 0 ? DType::f32 : DType::f16;
+  const DType dtype = dtype_arg(state.range(1));
   const auto ctx = static_cast<std::uint32_t>(state.range(2));
   const int threads = static_cast<int>(state.range(3));
   state.SetLabel(std::string(cfg.name) + " " + std::string(kvcache::dtype_name(dtype)) + " mass");
@@ -258,8 +298,7 @@ void BM_Attend(benchmark::State& state) {
   sc.dtype = dtype;
   sc.policy = kvcache::PolicyConfig::full();
   const std::size_t page_bytes = sc.layout().page_bytes();
-  const std::size_t kv_bytes =
-      std::size_t{2} * ctx * cfg.n_kv_heads * cfg.head_dim * kvcache::dtype_bytes(dtype);
+  const std::size_t kv_bytes = bytes_read(dtype, ctx, cfg.n_kv_heads, cfg.head_dim, kPageTokens);
   triad_bandwidth(kv_bytes, threads);
   auto pool = std::make_shared<kvcache::PagePool>(
       kvcache::PagePoolOptions{page_bytes, (ctx / kPageTokens + 2) * page_bytes, std::size_t{16} << 20});
@@ -291,8 +330,8 @@ void BM_Attend(benchmark::State& state) {
   report(state, kv_bytes, seconds, threads);
 }
 BENCHMARK(BM_Attend)
-    ->ArgNames({"cfg", "f16", "ctx", "threads"})
-    ->ArgsProduct({{0, 1}, {0}, {256, 1024, 4096, 16384}, {1, 2}})
+    ->ArgNames({"cfg", "dtype", "ctx", "threads"})
+    ->ArgsProduct({{0, 1}, {0, 1, 2, 3}, {256, 1024, 4096, 16384}, {1, 2}})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 

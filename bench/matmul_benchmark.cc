@@ -15,6 +15,9 @@
 //            ratio       GBps / triad_GBps (issue 10 asks >= 0.7 for a token step in q8_0/q4_0
 //                        with 2 threads)
 //            MiB         bytes of weights cycled through
+//            GBps_cpu    weight bytes per second of process CPU time divided by threads: the rate
+//                        while the threads actually run (on a shared, loaded machine GBps counts
+//                        the time they wait for a core too)
 //            tok_s       for BM_Layers: tokens per second that rate means for 22 such layers
 //                        (n tokens per iteration; attention and the output matrix not included)
 #include <benchmark/benchmark.h>
@@ -24,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <ctime>
 #include <random>
 #include <vector>
 
@@ -100,7 +104,7 @@ Weights make_weights(GgmlType type, std::span<const Shape> shapes) {
   return w;
 }
 
-void report(benchmark::State& state, const Weights& w, double seconds, int threads) {
+void report(benchmark::State& state, const Weights& w, double seconds, double cpu_seconds, int threads) {
   const double bytes = static_cast<double>(w.bytes_per_set) * static_cast<double>(state.iterations());
   const double bw = bytes / seconds;
   const double triad = kvcache::bench::triad_bandwidth(w.bytes_per_set * w.sets.size(), threads);
@@ -109,11 +113,21 @@ void report(benchmark::State& state, const Weights& w, double seconds, int threa
   state.counters["triad_GBps"] = triad / 1e9;
   state.counters["ratio"] = bw / triad;
   state.counters["MiB"] = static_cast<double>(w.bytes_per_set * w.sets.size()) / (1 << 20);
+  state.counters["GBps_cpu"] = bytes / (cpu_seconds / threads) / 1e9;
+}
+
+// CPU time of the whole process (all threads), for a rate that does not count time the threads
+// spent descheduled on a shared machine.
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
 // Runs the products of each set in turn, cycling through the copies; returns seconds spent.
 template <class Body>
-double run(benchmark::State& state, const Weights& w, std::uint32_t n, int threads, Body&& body) {
+double run(benchmark::State& state, const Weights& w, std::uint32_t n, int threads, double& cpu_seconds,
+           Body&& body) {
   std::uint32_t max_cols = 0, max_rows = 0;
   for (const WeightMatrix& m : w.sets[0]) {
     max_cols = std::max(max_cols, m.cols);
@@ -133,12 +147,16 @@ double run(benchmark::State& state, const Weights& w, std::uint32_t n, int threa
     copy = (copy + 1) % w.sets.size();
   };
   arena.execute(step);  // warm-up: scratch grown, threads started
+  const double cpu0 = process_cpu_seconds();
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
     arena.execute(step);
-    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    state.SetIterationTime(dt);
+    seconds += dt;
   }
   benchmark::DoNotOptimize(y.data());
+  cpu_seconds = process_cpu_seconds() - cpu0;
   return seconds;
 }
 
@@ -150,11 +168,12 @@ void BM_Matmul(benchmark::State& state) {
   const auto threads = static_cast<int>(state.range(3));
   state.SetLabel(std::string(kvcache::llama::ggml_type_name(type)) + " " + shape.name);
   const Weights w = make_weights(type, std::span<const Shape>(&shape, 1));
+  double cpu = 0;
   const double seconds =
-      run(state, w, n, threads,
+      run(state, w, n, threads, cpu,
           [n](const WeightMatrix& m, std::span<const float> x, std::span<float> y,
               kvcache::llama::MatmulScratch& s) { kvcache::llama::weight_matmul(m, x, n, y, s); });
-  report(state, w, seconds, threads);
+  report(state, w, seconds, cpu, threads);
 }
 
 // Args: type index, n, threads.
@@ -164,11 +183,12 @@ void BM_Layers(benchmark::State& state) {
   const auto threads = static_cast<int>(state.range(2));
   state.SetLabel(std::string(kvcache::llama::ggml_type_name(type)) + " TinyLlama layer");
   const Weights w = make_weights(type, kLayer);
+  double cpu = 0;
   const double seconds =
-      run(state, w, n, threads,
+      run(state, w, n, threads, cpu,
           [n](const WeightMatrix& m, std::span<const float> x, std::span<float> y,
               kvcache::llama::MatmulScratch& s) { kvcache::llama::weight_matmul(m, x, n, y, s); });
-  report(state, w, seconds, threads);
+  report(state, w, seconds, cpu, threads);
   state.counters["tok_s"] = static_cast<double>(n) * static_cast<double>(state.iterations()) / (22 * seconds);
 }
 
@@ -178,11 +198,12 @@ void BM_MatmulScalar(benchmark::State& state) {
   const Shape& shape = kShapes[0];
   state.SetLabel(std::string(kvcache::llama::ggml_type_name(type)) + " " + shape.name + " scalar twin");
   const Weights w = make_weights(type, std::span<const Shape>(&shape, 1));
+  double cpu = 0;
   const double seconds =
-      run(state, w, 1, 1,
+      run(state, w, 1, 1, cpu,
           [](const WeightMatrix& m, std::span<const float> x, std::span<float> y,
              kvcache::llama::MatmulScratch& s) { kvcache::llama::weight_matmul_scalar(m, x, 1, y, s); });
-  report(state, w, seconds, 1);
+  report(state, w, seconds, cpu, 1);
 }
 
 BENCHMARK(BM_Matmul)

@@ -22,7 +22,7 @@ merge=0
 fresh=0
 build=1
 targets=()
-all_targets=(fuzz_checkpoint fuzz_tokenizer fuzz_token_file fuzz_snapshot fuzz_api)
+all_targets=(fuzz_checkpoint fuzz_tokenizer fuzz_token_file fuzz_snapshot fuzz_api fuzz_gguf)
 while (($#)); do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;

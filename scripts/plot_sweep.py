@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Draws kvstream sweep's figure: perplexity against peak KV bytes, one line per policy.
+"""Draws kvstream sweep's figure: perplexity against KV bytes used, one line per policy (and per KV
+dtype when the sweep has a dtype axis: colour = policy, line style = dtype).
 
 Usage: plot_sweep.py SWEEP_JSON OUT_PNG   (kvstream sweep calls it; stdlib + matplotlib only)
 Exit status 3 when matplotlib cannot be imported, so kvstream can warn instead of failing.
@@ -29,6 +30,15 @@ STYLE = {
 }
 
 
+# Line style and marker fill per KV dtype, when a sweep has several.
+DTYPE_STYLE = {
+    "f32": dict(linestyle="-"),
+    "f16": dict(linestyle="--"),
+    "q8": dict(linestyle="-.", markerfacecolor="white"),
+    "q4": dict(linestyle=":", markerfacecolor="white"),
+}
+
+
 def human_bytes(b, _pos=None):
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if b >= scale:
@@ -44,9 +54,20 @@ def main():
     with open(sys.argv[1], encoding="utf-8") as f:
         sweep = json.load(f)
     points = sweep["points"]
-    by_policy = {}
+    dtypes = sorted({p.get("kv_dtype", "f32") for p in points}, key=lambda d: list(DTYPE_STYLE).index(d)
+                    if d in DTYPE_STYLE else 99)
+    many_dtypes = len(dtypes) > 1
+
+    def curve_name(p):
+        if not many_dtypes:
+            return p["policy"]
+        pinned = p.get("pinned_dtype", p.get("kv_dtype"))
+        suffix = "" if pinned == p.get("kv_dtype") else f", {pinned} pinned"
+        return f"{p['policy']} {p.get('kv_dtype')}{suffix}"
+
+    by_policy = {}  # curve name -> points
     for p in points:
-        by_policy.setdefault(p["policy"], []).append(p)
+        by_policy.setdefault(curve_name(p), []).append(p)
 
     fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
     budgeted = [p["ppl"] for p in points if p["policy"] != "full" and math.isfinite(p["ppl"])]
@@ -73,17 +94,19 @@ def main():
         pts.sort(key=lambda p: p["kv_bytes"])
         xs = [p["kv_bytes"] for p in pts]
         ys = [p["ppl"] for p in pts]
-        style = dict(STYLE.get(policy, dict(marker="o")))
-        if policy == "full":
+        style = dict(STYLE.get(pts[0]["policy"], dict(marker="o")))
+        if many_dtypes:
+            style.update(DTYPE_STYLE.get(pts[0].get("kv_dtype"), {}))
+        if pts[0]["policy"] == "full":
             y = ys[0]
             if y > ylim[1]:
                 # Far off the scale (the model past its training context): a marker on the top edge
                 # and the value in the legend, instead of a y axis that squashes every other line.
-                ax.plot(xs, [ylim[1]], linestyle="none", clip_on=False,
-                        label=f"full (no eviction): ppl {y:.4g}, off scale",
-                        **{**style, "marker": "^", "markersize": 10})
+                ax.plot(xs, [ylim[1]], clip_on=False,
+                        label=f"{policy} (no eviction): ppl {y:.4g}, off scale",
+                        **{**style, "linestyle": "none", "marker": "^", "markersize": 10})
             else:
-                ax.plot(xs, ys, linestyle="none", label="full (no eviction)", **style)
+                ax.plot(xs, ys, label=f"{policy} (no eviction)", **{**style, "linestyle": "none"})
                 ax.axhline(y, color="black", linewidth=0.8, linestyle=":", zorder=0)
             continue
         label = policy
@@ -114,17 +137,19 @@ def main():
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
         ax.yaxis.set_minor_formatter(FuncFormatter(
             lambda v, _p: f"{v:g}" if str(f"{v:g}")[0] in "25" else ""))
-    ax.set_xlabel("peak KV cache memory (all layers; log scale; numbers on points = budget in tokens)")
+    ax.set_xlabel("KV cache memory used (peak pages + q4 key copies, all layers; log scale; "
+                  "numbers on points = budget in tokens)")
     ax.set_ylabel("perplexity" + (" (log scale)" if log_y else "") + " — lower is better")
     src = os.path.basename(sweep["source"])
     first = points[0] if points else {}
     ax.set_title(f"Perplexity vs KV memory: {src}, {sweep['tokens_scored']:,} scored tokens\n"
-                 f"{first.get('kv_dtype', '?')} KV, {first.get('page_tokens', '?')}-token pages, "
+                 f"{','.join(dtypes)} KV, {first.get('page_tokens', '?')}-token pages, "
                  f"{first.get('positions', '?')} positions", fontsize=11)
     ax.grid(True, which="major", alpha=0.35)
     ax.grid(True, which="minor", alpha=0.12)
     # Not "best": the full policy's marker sits in the top right corner, often off the data.
-    ax.legend(title="policy", loc="center right", fontsize=9)
+    ax.legend(title="policy" + (" and KV dtype" if many_dtypes else ""), loc="center right",
+              fontsize=8 if many_dtypes else 9)
     fig.tight_layout()
     fig.savefig(sys.argv[2])
     return 0

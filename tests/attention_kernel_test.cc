@@ -4,6 +4,7 @@
 #include <hwy/targets.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -15,6 +16,7 @@
 #include "kvcache/attention.h"
 #include "kvcache/attention/kernel.h"
 #include "kvcache/error.h"
+#include "kvcache/quant.h"
 #include "tests/test_support.h"
 
 using namespace kvcache;
@@ -28,24 +30,67 @@ namespace {
 // the worst case, ~1e-7 typically) and the 1-ULP Exp; a logit error e perturbs each probability
 // by a factor exp(e), so outputs and probabilities move by a few 1e-6 at most. 2e-5 leaves
 // margin without hiding real bugs (a dropped row or a missed rescale moves results by >= 1e-3).
-// f16 rows are widened exactly by both implementations, so the same bound applies.
+// f16 rows are widened exactly by both implementations, so the same bound applies. Quantised rows
+// are dequantised differently (the scalar twin builds each f32 value, the kernel folds scales into
+// the query or the probability and q4 zero points into a bias), which reorders f32 roundings of
+// O(1) terms: the same bound covers them.
 constexpr double kTol = 2e-5;
 
 // K, V and per-block queries for one kernel call, with rows deliberately not 16-byte aligned.
+// Each block is encoded as a page would hold it (kvcache/quant.h): q4 keys per channel over the
+// block's rows, everything else per row.
 struct Problem {
-  DType dtype = DType::f32;
   std::uint32_t head_dim = 0, n_group = 0;
   float scale = 0.f;
-  std::vector<std::vector<std::byte>> storage;  // per block: 1 element of padding, then K, then V
+  std::vector<std::vector<std::byte>> storage;  // per block: 1 byte of padding, K, V, K params, V params
   std::vector<std::vector<float>> queries;      // per block: n_group x head_dim
   std::vector<kernels::HeadBlock> blocks;
   std::size_t rows = 0;
 };
 
+// Encodes n rows of head_dim floats (`x`, keys when is_key) as `dtype` codes and parameters.
+void encode(DType dtype, bool is_key, std::uint32_t head_dim, std::uint32_t n, const std::vector<float>& x,
+            std::vector<std::byte>& codes, std::vector<std::byte>& params) {
+  const std::size_t row_bytes = std::size_t{head_dim} * dtype_bits(dtype) / 8;
+  codes.assign(std::size_t{n} * row_bytes, std::byte{0});
+  params.clear();
+  auto put_half = [&](std::uint16_t h) {
+    params.push_back(static_cast<std::byte>(h & 0xff));
+    params.push_back(static_cast<std::byte>(h >> 8));
+  };
+  if (dtype == DType::q4 && is_key) {
+    if (n == 0) return;
+    std::vector<std::uint16_t> sz(2 * std::size_t{head_dim});
+    quant::q4_quantize_channels(x.data(), n, head_dim, sz.data(), sz.data() + head_dim,
+                                reinterpret_cast<std::uint8_t*>(codes.data()));
+    for (std::uint16_t h : sz) put_half(h);
+    return;
+  }
+  for (std::uint32_t r = 0; r < n; ++r) {
+    const std::span<const float> row(x.data() + std::size_t{r} * head_dim, head_dim);
+    std::byte* dst = codes.data() + r * row_bytes;
+    if (dtype == DType::f32) {
+      std::memcpy(dst, row.data(), row_bytes);
+    } else if (dtype == DType::f16) {
+      for (std::uint32_t i = 0; i < head_dim; ++i) {
+        const std::uint16_t h = f16_from_f32(row[i]);
+        std::memcpy(dst + 2 * i, &h, 2);
+      }
+    } else if (dtype == DType::q8) {
+      put_half(quant::q8_quantize(row, reinterpret_cast<std::int8_t*>(dst)));
+    } else {
+      const quant::Q4Params qp = quant::q4_quantize_row(row, reinterpret_cast<std::uint8_t*>(dst));
+      put_half(qp.scale);
+      put_half(qp.zero);
+    }
+  }
+}
+
 // `grid`: draw values from multiples of 1/16 in [-4, 4] (exact in f16 and in f32 dot products),
 // used with a power-of-two scale to create logits in the thousands whose exact value both sides
 // agree on: a naive softmax overflows there, and any rounding of the logit would be amplified.
-Problem make_problem(DType dtype, std::uint32_t head_dim, std::uint32_t n_group,
+// Block b is stored as dtypes[b % dtypes.size()].
+Problem make_problem(const std::vector<DType>& dtypes, std::uint32_t head_dim, std::uint32_t n_group,
                      const std::vector<std::uint32_t>& split, bool grid, std::uint32_t seed) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> uni(-1.f, 1.f);
@@ -53,34 +98,40 @@ Problem make_problem(DType dtype, std::uint32_t head_dim, std::uint32_t n_group,
   auto draw = [&] { return grid ? static_cast<float>(steps(rng)) / 16.f : uni(rng); };
 
   Problem p;
-  p.dtype = dtype;
   p.head_dim = head_dim;
   p.n_group = n_group;
   p.scale = grid ? 16.f : 1.f / std::sqrt(static_cast<float>(head_dim));
-  const std::size_t eb = dtype_bytes(dtype);
-  for (std::uint32_t n : split) {
-    const std::size_t elems = std::size_t{n} * head_dim;
-    std::vector<std::byte> buf((1 + 2 * elems) * eb);
-    for (std::size_t i = 0; i < 2 * elems; ++i) {
-      const float x = draw();
-      std::byte* dst = buf.data() + (1 + i) * eb;
-      if (dtype == DType::f32) {
-        std::memcpy(dst, &x, 4);
-      } else {
-        const std::uint16_t h = f16_from_f32(x);
-        std::memcpy(dst, &h, 2);
-      }
+  std::vector<std::array<std::size_t, 4>> offsets;  // K, V, K params, V params in each buffer
+  for (std::size_t b = 0; b < split.size(); ++b) {
+    const DType dtype = dtypes[b % dtypes.size()];
+    const std::uint32_t n = split[b];
+    std::vector<float> k(std::size_t{n} * head_dim), v(k.size());
+    for (float& x : k) x = draw();
+    for (float& x : v) x = draw();
+    std::vector<std::byte> kc, kp, vc, vp;
+    encode(dtype, true, head_dim, n, k, kc, kp);
+    encode(dtype, false, head_dim, n, v, vc, vp);
+    std::vector<std::byte> buf(1);
+    std::array<std::size_t, 4> off{};
+    for (int part = 0; part < 4; ++part) {
+      const std::vector<std::byte>& src = part == 0 ? kc : part == 1 ? vc : part == 2 ? kp : vp;
+      off[part] = buf.size();
+      buf.insert(buf.end(), src.begin(), src.end());
     }
     std::vector<float> q(std::size_t{n_group} * head_dim);
     for (float& x : q) x = draw();
     p.storage.push_back(std::move(buf));
     p.queries.push_back(std::move(q));
+    offsets.push_back(off);
     p.rows += n;
   }
   for (std::size_t b = 0; b < split.size(); ++b) {
-    const std::byte* base = p.storage[b].data() + eb;
-    const std::size_t elems = std::size_t{split[b]} * head_dim;
-    p.blocks.push_back({base, base + elems * eb, split[b], p.queries[b].data()});
+    const DType dtype = dtypes[b % dtypes.size()];
+    const std::byte* base = p.storage[b].data();
+    const bool quantized = is_quantized(dtype);
+    p.blocks.push_back({dtype, base + offsets[b][0], base + offsets[b][1],
+                        quantized ? base + offsets[b][2] : nullptr,
+                        quantized ? base + offsets[b][3] : nullptr, split[b], p.queries[b].data()});
   }
   return p;
 }
@@ -96,9 +147,9 @@ Diff compare(const Problem& p, bool with_mass) {
   const float sentinel = -7.f;
   std::vector<float> out_s(std::size_t{p.n_group} * p.head_dim), out_v(out_s.size(), 123.f);
   std::vector<float> mass_s(p.n_group * stride, sentinel), mass_v(mass_s.size(), sentinel);
-  kernels::attend_group_scalar(p.dtype, p.head_dim, p.n_group, p.scale, p.blocks, out_s.data(),
+  kernels::attend_group_scalar(p.head_dim, p.n_group, p.scale, p.blocks, out_s.data(),
                                with_mass ? mass_s.data() : nullptr, stride);
-  kernels::attend_group(p.dtype, p.head_dim, p.n_group, p.scale, p.blocks, out_v.data(),
+  kernels::attend_group(p.head_dim, p.n_group, p.scale, p.blocks, out_v.data(),
                         with_mass ? mass_v.data() : nullptr, stride);
   Diff d;
   for (std::size_t i = 0; i < out_s.size(); ++i) {
@@ -131,6 +182,24 @@ const std::vector<std::vector<std::uint32_t>> kSplits = {
     {300},
 };
 
+// Every dtype alone, and mixes of them within one call (a pinned region at another precision).
+const std::vector<std::vector<DType>> kDTypeSets = {{DType::f32},
+                                                    {DType::f16},
+                                                    {DType::q8},
+                                                    {DType::q4},
+                                                    {DType::f16, DType::q4},
+                                                    {DType::q8, DType::f32, DType::q4}};
+
+bool supports(const std::vector<DType>& dtypes, std::uint32_t head_dim) {
+  return head_dim % 2 == 0 || std::find(dtypes.begin(), dtypes.end(), DType::q4) == dtypes.end();
+}
+
+std::string names(const std::vector<DType>& dtypes) {
+  std::string n;
+  for (DType dt : dtypes) n += std::string(n.empty() ? "" : "+") + std::string(dtype_name(dt));
+  return n;
+}
+
 // Calls `body` once per target compiled into the binary and supported by this CPU, with
 // dynamic dispatch forced to that target (Highway's per-target test pattern without gtest).
 template <class Body>
@@ -152,15 +221,16 @@ TEST_CASE("attend_group equals the scalar twin on every target (random data)") {
     ++targets;
     double worst_out = 0, worst_mass = 0;
     std::uint32_t seed = 1;
-    for (DType dtype : {DType::f32, DType::f16}) {
+    for (const std::vector<DType>& dtypes : kDTypeSets) {
       for (std::uint32_t head_dim : {1u, 2u, 3u, 4u, 7u, 8u, 16u, 64u, 128u, 130u}) {
+        if (!supports(dtypes, head_dim)) continue;
         for (std::uint32_t n_group : {1u, 2u, 4u, 8u}) {
           for (std::size_t si = 0; si < kSplits.size(); ++si) {
-            CAPTURE(dtype_name(dtype));
+            CAPTURE(names(dtypes));
             CAPTURE(head_dim);
             CAPTURE(n_group);
             CAPTURE(si);
-            const Problem p = make_problem(dtype, head_dim, n_group, kSplits[si], false, seed++);
+            const Problem p = make_problem(dtypes, head_dim, n_group, kSplits[si], false, seed++);
             for (bool with_mass : {false, true}) {
               CAPTURE(with_mass);
               const Diff d = compare(p, with_mass);
@@ -182,15 +252,16 @@ TEST_CASE("attend_group equals the scalar twin on every target (random data)") {
 TEST_CASE("attend_group stays stable with logits in the thousands on every target") {
   for_each_target([](const std::string&) {
     std::uint32_t seed = 1000;
-    for (DType dtype : {DType::f32, DType::f16}) {
+    for (const std::vector<DType>& dtypes : kDTypeSets) {
       for (std::uint32_t head_dim : {1u, 2u, 4u, 7u, 8u, 64u, 130u}) {
+        if (!supports(dtypes, head_dim)) continue;
         for (std::uint32_t n_group : {1u, 4u}) {
           for (std::size_t si : {std::size_t{1}, std::size_t{3}, std::size_t{5}}) {
-            CAPTURE(dtype_name(dtype));
+            CAPTURE(names(dtypes));
             CAPTURE(head_dim);
             CAPTURE(n_group);
             CAPTURE(si);
-            const Problem p = make_problem(dtype, head_dim, n_group, kSplits[si], true, seed++);
+            const Problem p = make_problem(dtypes, head_dim, n_group, kSplits[si], true, seed++);
             const Diff d = compare(p, true);
             CHECK(d.out < kTol);
             CHECK(d.mass < kTol);
@@ -209,7 +280,7 @@ TEST_CASE("attend_group: later, larger logits take over (rescaling of earlier ro
     std::vector<std::uint32_t> split(100, 1);
     split.push_back(64);
     split.push_back(1);
-    Problem p = make_problem(DType::f32, d, 2, split, false, 7);
+    Problem p = make_problem({DType::f32}, d, 2, split, false, 7);
     p.scale = 1.f;
     for (std::size_t b = 0, j = 0; b < p.blocks.size(); ++b) {
       float* q = p.queries[b].data();
@@ -218,8 +289,8 @@ TEST_CASE("attend_group: later, larger logits take over (rescaling of earlier ro
       q[d] = 1.f;
       for (std::uint32_t r = 0; r < p.blocks[b].n; ++r, ++j) {
         const float k0 = 0.5f * static_cast<float>(j);
-        std::memcpy(p.storage[b].data() + 4 + std::size_t{r} * d * 4, &k0,
-                    4);  // K starts after 1 pad element
+        std::memcpy(p.storage[b].data() + 1 + std::size_t{r} * d * 4, &k0,
+                    4);  // K starts after 1 pad byte
       }
     }
     const Diff diff = compare(p, true);
@@ -229,17 +300,23 @@ TEST_CASE("attend_group: later, larger logits take over (rescaling of earlier ro
 }
 
 TEST_CASE("attend() equals attend_reference() over a StreamCache") {
-  // GQA, f32 and f16, RoPE on, a sink + window policy so pinned and window spans rotate by
-  // different deltas, page sizes that split the context at different places, and an explicit
-  // query_index in the middle of the cache.
-  for (DType dtype : {DType::f32, DType::f16}) {
+  // GQA, every dtype and a mixed-precision cache, RoPE on, a sink + window policy so pinned and
+  // window spans rotate by different deltas, page sizes that split the context at different
+  // places, and an explicit query_index in the middle of the cache.
+  const std::pair<DType, DType> kRegions[] = {{DType::f32, DType::f32}, {DType::f16, DType::f16},
+                                              {DType::q8, DType::q8},   {DType::q4, DType::q4},
+                                              {DType::q4, DType::f16},  {DType::q8, DType::f32}};
+  for (const auto& [dtype, pinned] : kRegions) {
     for (std::uint32_t page_tokens : {1u, 16u}) {
       for (std::uint32_t head_dim : {8u, 64u}) {
         CAPTURE(dtype_name(dtype));
+        CAPTURE(dtype_name(pinned));
         CAPTURE(page_tokens);
         CAPTURE(head_dim);
         StreamConfig c{
             2, 2, head_dim, page_tokens, dtype, PositionMode::reindexed, {}, PolicyConfig::streaming(4, 45)};
+        c.pinned_dtype = pinned;
+        if (c.pinned_layout().page_tokens == 0) continue;  // an f32 token does not fit a 1-token q8 page
         StreamCache s(kvtest::make_pool(c, 512), c);
         const std::uint32_t n_heads = 8;
         double worst = 0;

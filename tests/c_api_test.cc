@@ -185,6 +185,13 @@ TEST_CASE("c api: kvc_page_bytes equals PageLayout::page_bytes and rejects bad l
   CHECK(error_mentions("2 GiB"));
   CHECK(kvc_page_bytes(16, 8, 64, enum_of<kvc_dtype>(7), &b) == KVC_INVALID_ARGUMENT);
   CHECK(error_mentions("dtype 7"));
+  CHECK(kvc_page_bytes(16, 8, 64, KVC_DTYPE_SAME, &b) == KVC_INVALID_ARGUMENT);
+  CHECK(kvc_page_bytes(16, 8, 64, KVC_DTYPE_Q8, &b) == KVC_OK);
+  CHECK(b == kvcache::PageLayout{16, 8, 64, kvcache::DType::q8}.page_bytes());
+  CHECK(kvc_page_bytes(16, 8, 64, KVC_DTYPE_Q4, &b) == KVC_OK);
+  CHECK(b == kvcache::PageLayout{16, 8, 64, kvcache::DType::q4}.page_bytes());
+  CHECK(kvc_page_bytes(16, 8, 7, KVC_DTYPE_Q4, &b) == KVC_INVALID_ARGUMENT);
+  CHECK(error_mentions("even head_dim"));
 }
 
 TEST_CASE("c api: pool create, stats and destroy") {
@@ -238,7 +245,9 @@ TEST_CASE("c api: stream creation validates the config and names the field") {
   rejects([](kvc_stream_config& c) { c.sinks = 10; }, "sinks");
   rejects([](kvc_stream_config& c) { c.rope_theta = 0.5; }, "theta");
   rejects([](kvc_stream_config& c) { c.head_dim = 64; }, "smaller than");
-  rejects([](kvc_stream_config& c) { c.dtype = enum_of<kvc_dtype>(2); }, "dtype 2");
+  rejects([](kvc_stream_config& c) { c.dtype = enum_of<kvc_dtype>(4); }, "dtype 4");
+  rejects([](kvc_stream_config& c) { c.dtype = KVC_DTYPE_SAME; }, "dtype -1");
+  rejects([](kvc_stream_config& c) { c.pinned_dtype = enum_of<kvc_dtype>(9); }, "pinned_dtype 9");
   rejects([](kvc_stream_config& c) { c.positions = enum_of<kvc_position_mode>(-1); }, "positions -1");
   rejects([](kvc_stream_config& c) { c.rope_style = enum_of<kvc_rope_style>(3); }, "rope_style 3");
   rejects([](kvc_stream_config& c) { c.policy = enum_of<kvc_policy_kind>(5); }, "policy 5");
@@ -272,6 +281,7 @@ TEST_CASE("c api: config defaults match the C++ defaults") {
   CHECK(c.n_heads == 0);
   CHECK(c.page_tokens == cpp.page_tokens);
   CHECK(c.dtype == KVC_DTYPE_F32);
+  CHECK(c.pinned_dtype == KVC_DTYPE_SAME);
   CHECK(c.positions == KVC_POSITIONS_REINDEXED);
   CHECK(c.rope_style == KVC_ROPE_ADJACENT_PAIRS);
   CHECK(c.rope_theta == cpp.rope.theta);
@@ -526,6 +536,7 @@ void check_same_as_cpp(kvc_stream_config c, kvcache::StreamConfig cpp, bool obse
     REQUIRE(sc.pages == sp.pages);
     REQUIRE(sc.kv_bytes == sp.kv_bytes);
     REQUIRE(sc.kv_bytes_peak == sp.kv_bytes_peak);
+    REQUIRE(sc.staging_bytes == sp.staging_bytes);
     if (t == n - 1 && planted) {
       // The planted sinks were detected and pinned: the detector path really ran.
       bool any_hidden = false;
@@ -553,6 +564,20 @@ TEST_CASE("c api: results equal the C++ API's for the same inputs") {
     cpp.positions = kvcache::PositionMode::absolute;
     cpp.rope = {kvcache::RopeStyle::half_split, 500000.0};
     check_same_as_cpp(c, cpp, false, true, 40);
+  }
+  SUBCASE("q4 window with f16 sinks, and q8") {
+    kvc_stream_config c = c_config(KVC_POLICY_SINKS, 12);
+    c.dtype = KVC_DTYPE_Q4;
+    c.pinned_dtype = KVC_DTYPE_F16;
+    kvcache::StreamConfig cpp = cpp_config(kvcache::PolicyKind::sinks, 12);
+    cpp.dtype = kvcache::DType::q4;
+    cpp.pinned_dtype = kvcache::DType::f16;
+    check_same_as_cpp(c, cpp, false, false, 50);
+    c.dtype = KVC_DTYPE_Q8;
+    c.pinned_dtype = KVC_DTYPE_SAME;
+    cpp.dtype = kvcache::DType::q8;
+    cpp.pinned_dtype.reset();
+    check_same_as_cpp(c, cpp, false, true, 30);
   }
   SUBCASE("hidden sinks with the detector fed by KVC_ATTEND_OBSERVE, planted sinks, no RoPE") {
     kvc_stream_config c = c_config(KVC_POLICY_HIDDEN_SINKS, 12);

@@ -1,6 +1,7 @@
 // Snapshot round trip and corruption handling.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -23,9 +24,11 @@ struct TempDir {
   ~TempDir() { fs::remove_all(path); }
 };
 
-StreamConfig config(const SinkDetector& d, DType dt) {
-  return StreamConfig{
+StreamConfig config(const SinkDetector& d, DType dt, DType pinned = DType::f32) {
+  StreamConfig c{
       2, 2, 8, 4, dt, PositionMode::reindexed, {}, PolicyConfig::hidden(4, 3, 20, 1), d.state_floats()};
+  c.pinned_dtype = pinned;
+  return c;
 }
 
 // One decode step: append, attend every layer, feed the detector; returns the outputs.
@@ -46,10 +49,17 @@ std::vector<float> step(StreamCache& s, const SinkDetector& d) {
 }  // namespace
 
 TEST_CASE("restore then continue equals never stopping") {
-  for (DType dt : {DType::f32, DType::f16}) {
+  // Every dtype, and mixed precision (hidden sinks move from the window into the pinned region and
+  // are released from it, so q4 pages are rewritten mid-page and their key copies matter).
+  const std::pair<DType, DType> kRegions[] = {{DType::f32, DType::f32}, {DType::f16, DType::f16},
+                                              {DType::q8, DType::q8},   {DType::q4, DType::q4},
+                                              {DType::q4, DType::f16},  {DType::f16, DType::q4}};
+  for (const auto& [dt, pinned] : kRegions) {
+    CAPTURE(dtype_name(dt));
+    CAPTURE(dtype_name(pinned));
     TempDir dir;
     SinkDetector d(2, kHeads);
-    const StreamConfig c = config(d, dt);
+    const StreamConfig c = config(d, dt, pinned);
     auto pool = kvtest::make_pool(c, 256);
     StreamCache original(pool, c);
     for (int t = 0; t < 150; ++t) step(original, d);
@@ -157,9 +167,45 @@ TEST_CASE("corrupted, truncated or mismatched snapshots are refused and change n
     msg = e.what();
   }
   CHECK(msg.find("different budget") != std::string::npos);
+  StreamConfig other_pinned = c;
+  other_pinned.pinned_dtype = DType::f16;
+  StreamCache different_pinned(pool, other_pinned);
+  msg.clear();
+  try {
+    different_pinned.restore(good);
+  } catch (const FormatError& e) {
+    msg = e.what();
+  }
+  CHECK(msg.find("different pinned dtype") != std::string::npos);
+  std::string v4 = bytes;
+  v4[8] = 4;  // the version field: a format newer than this build
+  refused(v4, "unsupported version 4");
   CHECK_THROWS_AS(victim.restore(dir.path / "missing.snap"), FormatError);
   std::int32_t id = 1;
   victim.begin({&id, 1});
   CHECK_THROWS_AS(victim.save(dir.path / "pending.snap"), InvalidArgument);
   CHECK_FALSE(fs::exists(dir.path / "pending.snap"));
+}
+
+TEST_CASE("a version 1 snapshot (one dtype, rows per token) still restores") {
+  // Written before version 2 by the fuzz seed generator (tests/fuzz/make_seeds.cc, sinks_f32.snap;
+  // kept under tests/data so regenerating the corpus cannot change it):
+  // 1 layer, 1 KV head of 4 dims, 4-token pages, StreamingLLM with 2 sinks and budget 8, 20 tokens.
+  const fs::path file = fs::path(KVCACHE_SOURCE_DIR) / "tests/data/snapshot_v1_sinks_f32.snap";
+  std::ifstream in(file, std::ios::binary);
+  REQUIRE(in);
+  char header[12];
+  in.read(header, sizeof header);
+  REQUIRE(header[8] == 1);
+  const StreamConfig c{1, 1, 4, 4, DType::f32, PositionMode::reindexed, {}, PolicyConfig::streaming(2, 8)};
+  StreamCache s(kvtest::make_pool(c, 16), c);
+  s.restore(file);
+  CHECK(s.stats().tokens_seen == 20);
+  CHECK(s.n_kept() == 8);
+  CHECK(s.n_pinned() == 2);
+  std::vector<float> k(4);
+  s.read_key(0, 7, 0, k);
+  CHECK(std::isfinite(k[0]));
+  kvtest::push_token(s);  // and it continues
+  CHECK(s.stats().tokens_seen == 21);
 }

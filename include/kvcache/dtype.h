@@ -1,4 +1,5 @@
-// Element types of cached K and V, and the f32 <-> f16 conversions used for f16 pages.
+// Storage types of cached K and V, and the f32 <-> f16 conversions used for f16 pages and for the
+// scales of quantised pages (quantisation itself: kvcache/quant.h).
 #pragma once
 
 #include <cstddef>
@@ -12,15 +13,27 @@ namespace kvcache {
 enum class DType : std::uint8_t {
   f32,  ///< IEEE binary32, stored exactly.
   f16,  ///< IEEE binary16; converted from f32 with round-to-nearest-even, overflow to +-inf.
+  q8,   ///< int8 codes, one f16 scale per token per head (symmetric; see quant.h). Any head_dim.
+  q4,   ///< 4-bit codes; keys per channel within a page, values per token (KIVI); f16 scales and
+        ///< zero points (see quant.h). head_dim must be even.
 };
 
-/// Bytes of one element of `dt`.
-constexpr std::size_t dtype_bytes(DType dt) { return dt == DType::f32 ? 4 : 2; }
+/// The last valid DType (for validating enumerators that arrive as integers).
+inline constexpr DType kLastDType = DType::q4;
 
-/// "f32" or "f16".
+/// Bits of one element's code in a page row (32, 16, 8 or 4); quantised pages add their scales
+/// and zero points on top (PageLayout::page_bytes states the exact total).
+constexpr std::size_t dtype_bits(DType dt) {
+  return dt == DType::f32 ? 32 : dt == DType::f16 ? 16 : dt == DType::q8 ? 8 : 4;
+}
+
+/// Whether `dt` is a quantised type (q8, q4).
+constexpr bool is_quantized(DType dt) { return dt == DType::q8 || dt == DType::q4; }
+
+/// "f32", "f16", "q8" or "q4".
 std::string_view dtype_name(DType dt);
 
-/// Parses "f32" / "f16"; throws InvalidArgument otherwise.
+/// Parses "f32" / "f16" / "q8" / "q4"; throws InvalidArgument otherwise.
 DType parse_dtype(std::string_view name);
 
 /// Scalar reference conversions (round-to-nearest-even, NaN stays NaN, subnormals exact).

@@ -47,7 +47,7 @@ extern "C" {
  * was compiled against one release and linked against another. (CMake checks at configure time
  * that these equal the project version.) */
 #define KVC_VERSION_MAJOR 0
-#define KVC_VERSION_MINOR 1
+#define KVC_VERSION_MINOR 2
 #define KVC_VERSION_PATCH 0
 
 /* ------------------------------------------------------------------------------------------ */
@@ -82,10 +82,14 @@ KVC_API const char* kvc_version_string(void);
 /* Enumerations (values equal the C++ enums' order)                                           */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Storage type of cached K and V. Computation is always f32. */
+/* Storage type of cached K and V. Computation is always f32. Formats: kvcache/quant.h; exact
+ * bytes per page: kvc_page_bytes. */
 typedef enum kvc_dtype {
-  KVC_DTYPE_F32 = 0, /* exact */
-  KVC_DTYPE_F16 = 1  /* IEEE half, round-to-nearest-even; half the memory */
+  KVC_DTYPE_SAME = -1, /* kvc_stream_config.pinned_dtype only: the same as dtype */
+  KVC_DTYPE_F32 = 0,   /* exact */
+  KVC_DTYPE_F16 = 1,   /* IEEE half, round-to-nearest-even; half the memory */
+  KVC_DTYPE_Q8 = 2,    /* int8, one f16 scale per token per head; any head_dim */
+  KVC_DTYPE_Q4 = 3     /* 4-bit; keys per channel within a page, values per token (KIVI); even head_dim */
 } kvc_dtype;
 
 /* Which position RoPE sees for a kept token. */
@@ -198,6 +202,9 @@ typedef struct kvc_stream_config {
                            kvc_stream_attend(KVC_ATTEND_OBSERVE) / kvc_stream_observe. Default 0 */
   float detector_alpha; /* sink threshold in multiples of the uniform share, > 1. Default 5 */
   float detector_decay; /* per-query EMA decay in (0, 1). Default 0.9 */
+  /* Storage of the pinned region (sinks, heavy hitters); `dtype` is then the window's. Pinned
+   * pages have the window's page bytes and hold as many tokens as fit. Default KVC_DTYPE_SAME. */
+  kvc_dtype pinned_dtype;
 } kvc_stream_config;
 
 /* Sets every field of *config to its default (documented above); n_layers, n_kv_heads, head_dim
@@ -214,6 +221,7 @@ typedef struct kvc_stream_stats {
   size_t pages;            /* pages held, all layers */
   size_t kv_bytes;         /* pages * pool page bytes: memory held, slack included */
   size_t kv_bytes_peak;    /* maximum of kv_bytes ever */
+  size_t staging_bytes;    /* f16 copies of keys of q4 pages being filled, outside the pool */
 } kvc_stream_stats;
 
 /* A kept token, as listed by kvc_stream_tokens in cache order (pinned first, then the window). */

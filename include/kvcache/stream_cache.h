@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -21,20 +22,42 @@ enum class PositionMode : std::uint8_t {
   absolute,   ///< its original position in the stream
 };
 
+/// Mixed precision by region: the window (most tokens) is stored as `dtype` in pages of
+/// `page_tokens` tokens, which sets the pool's page size (layout().page_bytes()); the pinned region
+/// (sinks, heavy hitters) is stored as `pinned_dtype` in pages of the same byte size, holding as
+/// many tokens as fit (pinned_layout()). One pool page size serves both regions, and the window,
+/// where the memory is, wastes nothing. A token moving from the window to the pinned region is
+/// re-stored at the pinned precision from its dequantised value (what attention saw); a q4 key of
+/// a page still being filled is re-stored from the f16 copy the stream holds (see below).
+///
+/// q4 keys are quantised per channel over the tokens of a page (kvcache/quant.h), so a page's key
+/// parameters depend on every token in it. While a q4 page is being filled, the stream keeps an
+/// f16 copy of its keys (outside the pool; StreamStats::staging_bytes) and re-quantises the page's
+/// keys from that copy on every append: the page is at all times exactly the per-channel
+/// quantisation of its tokens (KIVI's full-precision residual, but attention reads only q4 pages).
 struct StreamConfig {
   std::uint32_t n_layers = 0;
   std::uint32_t n_kv_heads = 0;
-  std::uint32_t head_dim = 0;  ///< even when RoPE is on
-  std::uint32_t page_tokens = 16;
-  DType dtype = DType::f32;
+  std::uint32_t head_dim = 0;      ///< even when RoPE is on or a region is q4
+  std::uint32_t page_tokens = 16;  ///< tokens per window page
+  DType dtype = DType::f32;        ///< storage of the window (and of the pinned region if unset)
   PositionMode positions = PositionMode::reindexed;
   RopeConfig rope;
   PolicyConfig policy;
   /// Floats of observer state kept per token and moved with it (a SinkDetector needs
   /// SinkDetector::state_floats()); zero-initialised when the token arrives.
   std::uint32_t token_state_floats = 0;
+  /// Storage of the pinned region; unset = `dtype`.
+  std::optional<DType> pinned_dtype = std::nullopt;
 
+  /// The window's page layout; its page_bytes() is the pool page size streams of this config need.
   PageLayout layout() const { return {page_tokens, n_kv_heads, head_dim, dtype}; }
+  /// The pinned region's dtype.
+  DType pinned() const { return pinned_dtype.value_or(dtype); }
+  /// The pinned region's layout: pinned() in pages of layout().page_bytes(), as many tokens as fit
+  /// (page_tokens when the dtypes are equal). page_tokens is 0 when not one token fits (the
+  /// StreamCache constructor then throws).
+  PageLayout pinned_layout() const;
 };
 
 /// A kept token as seen from outside, in cache order.
@@ -48,7 +71,8 @@ struct KeptToken {
 /// stored + rot_delta, the same for the whole span. A kernel rotates the query once per
 /// distinct rot_delta (by query_pos - rot_delta) instead of rotating every key.
 struct KvSpan {
-  const std::byte* page = nullptr;  ///< page start (layout from StreamCache::config().layout())
+  const std::byte* page = nullptr;  ///< page start
+  PageLayout layout;                ///< the page's layout (the window's or the pinned region's)
   std::uint32_t slot_begin = 0;     ///< first slot used in the page
   std::uint32_t n = 0;              ///< slots used: [slot_begin, slot_begin + n)
   std::uint32_t kept_begin = 0;     ///< cache index of the first token of the span
@@ -63,6 +87,10 @@ struct StreamStats {
   std::size_t pages = 0;             ///< pages held, all layers
   std::size_t kv_bytes = 0;          ///< pages * page bytes (memory held, slack included)
   std::size_t kv_bytes_peak = 0;     ///< maximum of kv_bytes ever
+  /// Bytes held outside the pool for the f16 copies of keys of q4 pages being filled: layers x
+  /// heads x page tokens x head_dim x 2 for each q4 region that has stored a token (allocated
+  /// once, then constant); 0 without q4.
+  std::size_t staging_bytes = 0;
 };
 
 /// The paged KV cache of one sequence: per-layer page tables, per-token metadata, a pinned

@@ -63,9 +63,18 @@ void add_common_options(CLI::App& app, CommonOptions& o, bool policy_flags) {
   app.add_option("--page-tokens", o.page_tokens, "tokens per KV page")
       ->check(CLI::Range(1u, 1u << 16))
       ->capture_default_str();
-  app.add_option("--kv-dtype", o.kv_dtype, "storage type of cached keys and values")
-      ->check(CLI::IsMember({"f32", "f16"}))
+  app.add_option("--kv-dtype", o.kv_dtype,
+                 "storage type of cached keys and values (of the window when --pinned-dtype is given): f32; "
+                 "f16; q8 (int8, an f16 scale per token and head); q4 (4-bit, keys per channel within a page "
+                 "and values per token, as KIVI; needs an even head_dim)")
+      ->check(CLI::IsMember({"f32", "f16", "q8", "q4"}))
       ->capture_default_str();
+  app.add_option(
+         "--pinned-dtype", o.pinned_dtype,
+         "storage type of pinned tokens (sinks, heavy hitters), e.g. --kv-dtype q4 --pinned-dtype f16 "
+         "keeps the sinks precise; a token pinned later is re-stored from its dequantised value "
+         "(default: --kv-dtype)")
+      ->check(CLI::IsMember({"f32", "f16", "q8", "q4"}));
   app.add_option("--positions", o.positions,
                  "positions RoPE sees: reindexed (index in the cache, StreamingLLM) or absolute (index in "
                  "the stream)")
@@ -93,6 +102,10 @@ const char* pin_reason_name(kvcache::PinReason r) {
       break;
   }
   return "none";
+}
+
+std::string pinned_dtype(const CommonOptions& o) {
+  return o.pinned_dtype.empty() ? o.kv_dtype : o.pinned_dtype;
 }
 
 std::uint16_t sink_min_heads(const CommonOptions& o, const kvcache::llama::ModelConfig& model) {
@@ -125,6 +138,7 @@ kvcache::llama::CacheOptions cache_options(const CommonOptions& o, const kvcache
   c.calibrate_beta = o.calibrate_beta;
   c.page_tokens = o.page_tokens;
   c.dtype = kvcache::parse_dtype(o.kv_dtype);
+  if (!o.pinned_dtype.empty()) c.pinned_dtype = kvcache::parse_dtype(o.pinned_dtype);
   c.positions =
       o.positions == "absolute" ? kvcache::PositionMode::absolute : kvcache::PositionMode::reindexed;
   c.max_kv_bytes = static_cast<std::size_t>(o.max_kv_mb * 1024.0 * 1024.0);
@@ -177,6 +191,7 @@ nlohmann::json policy_json(const CommonOptions& o, const kvcache::llama::ModelCo
   j["calibrate_beta"] = o.calibrate_beta;
   j["positions"] = o.positions;
   j["kv_dtype"] = o.kv_dtype;
+  j["pinned_dtype"] = pinned_dtype(o);
   j["page_tokens"] = o.page_tokens;
   j["attention"] = o.attention;
   return j;
@@ -200,8 +215,9 @@ std::string policy_summary(const CommonOptions& o, const kvcache::llama::ModelCo
                     o.budget);
   }
   if (o.calibrate_beta < 1.f) p += fmt::format(", ACT calibration beta {}", o.calibrate_beta);
-  return fmt::format("policy {}, {} positions, {} KV, {}-token pages", p, o.positions, o.kv_dtype,
-                     o.page_tokens);
+  const std::string kv =
+      pinned_dtype(o) == o.kv_dtype ? o.kv_dtype : fmt::format("{} ({} pinned)", o.kv_dtype, pinned_dtype(o));
+  return fmt::format("policy {}, {} positions, {} KV, {}-token pages", p, o.positions, kv, o.page_tokens);
 }
 
 }  // namespace kvstream

@@ -28,6 +28,7 @@ struct CommonOptions {
   float calibrate_beta = 1.f;        ///< ACT calibration, 1 = off
   std::uint32_t page_tokens = 16;
   std::string kv_dtype = "f32";
+  std::string pinned_dtype;  ///< --pinned-dtype; empty = kv_dtype
   std::string positions = "reindexed";
   double max_kv_mb = 1024;
   std::string attention = "simd";
@@ -41,6 +42,9 @@ void add_common_options(CLI::App& app, CommonOptions& opts, bool policy_flags = 
 /// `model` resolves --sink-min-heads 0 to 20% of its layer x head pairs.
 kvcache::llama::CacheOptions cache_options(const CommonOptions& opts,
                                            const kvcache::llama::ModelConfig& model);
+
+/// --pinned-dtype as used: the flag, or --kv-dtype when it is empty.
+std::string pinned_dtype(const CommonOptions& opts);
 
 /// Model, tokenizer and where they came from.
 struct LoadedModel {

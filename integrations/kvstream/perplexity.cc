@@ -115,6 +115,8 @@ int run_ppl(const PplOptions& o) {
     j["source"] = o.input.source();
     j["source_kind"] = o.input.source_kind();
     j["kv_bytes_peak"] = stats.kv_bytes_peak;
+    j["kv_staging_bytes"] = stats.staging_bytes;
+    j["kv_bytes_used"] = stats.kv_bytes_peak + stats.staging_bytes;
     j["tokens_kept"] = stats.tokens_kept;
     j["seconds"] = secs;
     j["tokens_per_second"] = tps;
@@ -129,8 +131,11 @@ int run_ppl(const PplOptions& o) {
     std::printf("perplexity %.4f over %llu scored tokens%s\n", ppl, static_cast<unsigned long long>(scored),
                 scored == n_scored ? "" : " (interrupted)");
     std::printf("%s\n", policy_summary(o.common, m.checkpoint->config()).c_str());
-    std::printf("KV peak %s, kept %u tokens at the end, %.0f tok/s (%.2f s)\n",
-                human_bytes(stats.kv_bytes_peak).c_str(), stats.tokens_kept, tps, secs);
+    const std::string staging = stats.staging_bytes == 0 ? ""
+                                                         : " + " + human_bytes(stats.staging_bytes) +
+                                                               " f16 keys of q4 pages being filled";
+    std::printf("KV peak %s%s, kept %u tokens at the end, %.0f tok/s (%.2f s)\n",
+                human_bytes(stats.kv_bytes_peak).c_str(), staging.c_str(), stats.tokens_kept, tps, secs);
     std::printf("segment ppl (per %u scored tokens):\n", o.segment);
     for (const Segment& s : segments) {
       std::printf("  [%6llu, %6llu)  %8.3f\n", static_cast<unsigned long long>(s.begin),

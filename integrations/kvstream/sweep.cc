@@ -29,10 +29,12 @@ using Clock = std::chrono::steady_clock;
 CLI::App* add_sweep_command(CLI::App& app, SweepOptions& o) {
   CLI::App* cmd = app.add_subcommand(
       "sweep",
-      "Perplexity against KV memory: run `kvstream ppl` for every policy x budget of a grid (full runs "
-      "once, without a budget) over the same tokens, several grid points at once, and write DIR/sweep.csv, "
-      "DIR/sweep.json and DIR/sweep.png (PPL against peak KV bytes, one line per policy; needs python3 "
-      "with matplotlib, else a warning). A table goes to stdout, progress to stderr when it is a "
+      "Perplexity against KV memory: run `kvstream ppl` for every policy x budget (x KV dtype) of a grid "
+      "(full runs once per dtype, without a budget) over the same tokens, several grid points at once, and "
+      "write DIR/sweep.csv, DIR/sweep.json and DIR/sweep.png (PPL against the KV bytes each point used: "
+      "peak pages plus q4's f16 key copies, so 512 q4 tokens and 128 f32 tokens compare at equal memory; "
+      "one line per policy and dtype; needs python3 with matplotlib, else a warning). A table goes to "
+      "stdout, progress to stderr when it is a "
       "terminal. Every point's ppl equals `kvstream ppl` with the same flags.");
   add_common_options(*cmd, o.common, /*policy_flags=*/false);
   add_token_input_options(*cmd, o.input,
@@ -48,6 +50,11 @@ CLI::App* add_sweep_command(CLI::App& app, SweepOptions& o) {
       ->delimiter(',')
       ->check(CLI::Range(1u, 1u << 30))
       ->capture_default_str();
+  cmd->add_option("--kv-dtypes", o.kv_dtypes,
+                  "comma-separated KV dtypes to sweep (f32,f16,q8,q4), an axis beside policy and budget; "
+                  "--pinned-dtype applies to all of them (default: --kv-dtype alone)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"f32", "f16", "q8", "q4"}));
   cmd->add_option("--out", o.out_dir, "output directory (created if missing; sweep.* files are overwritten)")
       ->required();
   cmd->add_option("-j,--jobs", o.jobs,
@@ -76,7 +83,8 @@ struct Point {
   StreamScore score;
   double cost = 0;  ///< relative work (attention reads), to start the longest points first
   std::string name() const {
-    return opts.policy == "full" ? opts.policy : fmt::format("{} budget {}", opts.policy, opts.budget);
+    return (opts.policy == "full" ? opts.policy : fmt::format("{} budget {}", opts.policy, opts.budget)) +
+           " " + opts.kv_dtype;
   }
 };
 
@@ -93,17 +101,26 @@ std::vector<Point> make_grid(const SweepOptions& o, std::size_t n_tokens) {
       std::any_of(policies.begin(), policies.end(), [](auto& p) { return p != "full"; });
   if (needs_budget && budgets.empty()) throw kvcache::InvalidArgument("sweep: --budgets is empty");
 
+  std::vector<std::string> dtypes;
+  for (const std::string& d : o.kv_dtypes) {
+    if (std::find(dtypes.begin(), dtypes.end(), d) == dtypes.end()) dtypes.push_back(d);
+  }
+  if (dtypes.empty()) dtypes.push_back(o.common.kv_dtype);
+
   const auto t = static_cast<double>(n_tokens);
   std::vector<Point> grid;
-  for (const std::string& p : policies) {
-    for (std::size_t i = 0; i < (p == "full" ? 1 : budgets.size()); ++i) {
-      Point pt;
-      pt.opts = o.common;
-      pt.opts.policy = p;
-      if (p != "full") pt.opts.budget = budgets[i];
-      // Attention dominates for long contexts: keys read per query ~ min(kept, budget).
-      pt.cost = p == "full" ? t * t / 2 : t * std::min(t, double(pt.opts.budget));
-      grid.push_back(std::move(pt));
+  for (const std::string& dtype : dtypes) {
+    for (const std::string& p : policies) {
+      for (std::size_t i = 0; i < (p == "full" ? 1 : budgets.size()); ++i) {
+        Point pt;
+        pt.opts = o.common;
+        pt.opts.policy = p;
+        pt.opts.kv_dtype = dtype;
+        if (p != "full") pt.opts.budget = budgets[i];
+        // Attention dominates for long contexts: keys read per query ~ min(kept, budget).
+        pt.cost = p == "full" ? t * t / 2 : t * std::min(t, double(pt.opts.budget));
+        grid.push_back(std::move(pt));
+      }
     }
   }
   return grid;
@@ -211,7 +228,10 @@ void run_grid(std::vector<Point>& grid, std::span<const std::int32_t> tokens, st
 nlohmann::json point_json(const Point& pt, const kvcache::llama::ModelConfig& model) {
   nlohmann::json j = policy_json(pt.opts, model);
   const StreamScore& s = pt.score;
-  j["kv_bytes"] = s.stats.kv_bytes_peak;  // peak over the run: what the policy needs to reserve
+  // Peak pages over the run (what the policy needs to reserve) plus the f16 key copies q4 holds
+  // outside the pool: the memory the point really used.
+  j["kv_bytes"] = s.stats.kv_bytes_peak + s.stats.staging_bytes;
+  j["kv_staging_bytes"] = s.stats.staging_bytes;
   j["ppl"] = s.ppl();
   j["nll_mean"] = s.nll_mean();
   j["tokens_scored"] = s.scored;
@@ -222,10 +242,12 @@ nlohmann::json point_json(const Point& pt, const kvcache::llama::ModelConfig& mo
   return j;
 }
 
-const std::vector<std::string> kCsvColumns{"policy",      "budget",        "sinks",       "window",
-                                           "kv_bytes",    "ppl",           "nll_mean",    "tokens_per_second",
-                                           "seconds",     "tokens_scored", "tokens_kept", "kv_dtype",
-                                           "page_tokens", "positions",     "complete"};
+const std::vector<std::string> kCsvColumns{
+    "policy",          "budget",        "sinks",       "window",
+    "kv_bytes",        "ppl",           "nll_mean",    "tokens_per_second",
+    "seconds",         "tokens_scored", "tokens_kept", "kv_dtype",
+    "page_tokens",     "positions",     "complete",    "pinned_dtype",
+    "kv_staging_bytes"};
 
 std::string csv_field(const nlohmann::json& v) {
   if (v.is_null()) return "";
@@ -241,16 +263,16 @@ void write_file(const std::filesystem::path& path, const std::string& content) {
 }
 
 void print_table(const std::vector<Point>& grid, const kvcache::llama::ModelConfig& model) {
-  std::printf("%-13s %7s %6s %7s %11s %10s %9s\n", "policy", "budget", "sinks", "window", "KV peak", "ppl",
-              "tok/s");
+  std::printf("%-13s %5s %7s %6s %7s %11s %10s %9s\n", "policy", "dtype", "budget", "sinks", "window",
+              "KV bytes", "ppl", "tok/s");
   for (const Point& pt : grid) {
     const bool full = pt.opts.policy == "full";
     const nlohmann::json pj = policy_json(pt.opts, model);
-    std::printf("%-13s %7s %6s %7s %11s %10.3f %9.0f%s\n", pt.opts.policy.c_str(),
-                full ? "-" : std::to_string(pt.opts.budget).c_str(), csv_field(pj["sinks"]).c_str(),
-                full ? "-" : csv_field(pj["window"]).c_str(),
-                human_bytes(pt.score.stats.kv_bytes_peak).c_str(), pt.score.ppl(),
-                pt.score.tokens_per_second(), pt.score.complete() ? "" : "  (interrupted)");
+    std::printf("%-13s %5s %7s %6s %7s %11s %10.3f %9.0f%s\n", pt.opts.policy.c_str(),
+                pt.opts.kv_dtype.c_str(), full ? "-" : std::to_string(pt.opts.budget).c_str(),
+                csv_field(pj["sinks"]).c_str(), full ? "-" : csv_field(pj["window"]).c_str(),
+                human_bytes(pt.score.stats.kv_bytes_peak + pt.score.stats.staging_bytes).c_str(),
+                pt.score.ppl(), pt.score.tokens_per_second(), pt.score.complete() ? "" : "  (interrupted)");
   }
 }
 
@@ -320,8 +342,16 @@ int run_sweep(const SweepOptions& o) {
   std::printf("sweep: %llu scored tokens of %s, %zu points, %u at a time, %.1f s\n",
               static_cast<unsigned long long>(tokens.size() - 1), o.input.source().c_str(), grid.size(), jobs,
               wall);
-  std::printf("cache: %s KV, %u-token pages, %s positions, %u initial sinks where the policy keeps them\n",
-              o.common.kv_dtype.c_str(), o.common.page_tokens, o.common.positions.c_str(), o.common.sinks);
+  std::string dtypes;
+  for (const Point& pt : grid) {
+    if (dtypes.find(pt.opts.kv_dtype) == std::string::npos)
+      dtypes += (dtypes.empty() ? "" : ",") + pt.opts.kv_dtype;
+  }
+  std::printf(
+      "cache: %s KV (pinned tokens: %s), %u-token pages, %s positions, %u initial sinks where the policy "
+      "keeps them\n",
+      dtypes.c_str(), o.common.pinned_dtype.empty() ? "same as KV" : o.common.pinned_dtype.c_str(),
+      o.common.page_tokens, o.common.positions.c_str(), o.common.sinks);
   print_table(grid, config);
   std::printf("wrote %s, %s\n", (out / "sweep.csv").c_str(), (out / "sweep.json").c_str());
   std::fflush(stdout);

@@ -16,11 +16,12 @@ struct SweepOptions {
   TokenInput input;
   std::vector<std::string> policies{"full", "window", "sinks", "hidden-sinks", "h2o"};
   std::vector<std::uint32_t> budgets{32, 64, 128, 256, 512};
-  std::string out_dir;           ///< --out: created if missing
-  unsigned jobs = 0;             ///< grid points run at once; 0 = hardware threads
-  std::uint32_t segment = 1024;  ///< scored tokens per segment in sweep.json
-  std::string plot_script;       ///< --plot-script; empty = scripts/plot_sweep.py in the source tree
-  std::string python;            ///< --python; empty = python3, then /usr/bin/python3
+  std::vector<std::string> kv_dtypes;  ///< --kv-dtypes: a dtype axis; empty = --kv-dtype alone
+  std::string out_dir;                 ///< --out: created if missing
+  unsigned jobs = 0;                   ///< grid points run at once; 0 = hardware threads
+  std::uint32_t segment = 1024;        ///< scored tokens per segment in sweep.json
+  std::string plot_script;             ///< --plot-script; empty = scripts/plot_sweep.py in the source tree
+  std::string python;                  ///< --python; empty = python3, then /usr/bin/python3
   bool no_plot = false;
 };
 

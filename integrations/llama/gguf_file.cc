@@ -366,6 +366,30 @@ const GgufTensor* GgufFile::find_tensor(std::string_view name) const {
   return it == impl_->tensor_index.end() ? nullptr : &impl_->tensors[it->second];
 }
 
+namespace {
+
+std::string dims_text(std::span<const std::uint64_t> dims) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < dims.size(); ++i) {
+    if (i > 0) out += ", ";
+    out += std::to_string(dims[i]);
+  }
+  out += "]";
+  return out;
+}
+
+}  // namespace
+
+const GgufTensor& GgufFile::require_tensor(std::string_view name, std::span<const std::uint64_t> dims) const {
+  const GgufTensor* t = find_tensor(name);
+  if (t == nullptr) fail("tensor " + quoted(name, 128, '\'') + " is missing");
+  if (!std::equal(t->dims.begin(), t->dims.end(), dims.begin(), dims.end())) {
+    fail("tensor " + quoted(name, 128, '\'') + ": dims " + dims_text(t->dims) + ", expected " +
+         dims_text(dims));
+  }
+  return *t;
+}
+
 std::uint64_t GgufTensor::n_elements() const {
   std::uint64_t n = 1;
   for (std::uint64_t d : dims) n *= d;

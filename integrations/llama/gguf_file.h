@@ -21,6 +21,12 @@
 //    its type (4 bytes for f32, 2 for the others), and no two tensors' data overlapping.
 // Strings are raw bytes: GGUF says UTF-8 but the reader does not check it (consumers that need
 // text, like tokenizers, check what they use).
+// Compared with ggml's gguf.cpp (Feb 2025): the same rules for magic, versions, value types (it
+// also refuses arrays of arrays), duplicates, alignment, n_dims <= 4, the int64 element count and
+// the block size. Stricter: n_dims >= 1 and dims > 0 (ggml allows 0), booleans 0/1, data inside
+// the file checked up front. Looser: tensor offsets need only be aligned and disjoint (ggml wants
+// them consecutive in file order, which every writer does), and names may be 64 bytes or longer
+// (ggml's GGML_MAX_NAME limit), so a file this reader accepts is not always one llama.cpp loads.
 //
 // The file is memory-mapped (MappedFile): tensor data is never copied. Caveat: if another process
 // truncates the file while it is open, reading a tensor's pages raises SIGBUS (as in llama.cpp);
@@ -134,6 +140,10 @@ class GgufFile {
   std::span<const GgufTensor> tensors() const noexcept;
   /// The tensor named `name`, or null.
   const GgufTensor* find_tensor(std::string_view name) const;
+  /// The tensor named `name`, which must have exactly `dims` (ne order, dims[0] contiguous).
+  /// Throws FormatError "<file>: tensor '<name>' is missing" or "<file>: tensor '<name>': dims
+  /// [64, 32], expected [64, 64]". For loaders checking tensors against hyper-parameters.
+  const GgufTensor& require_tensor(std::string_view name, std::span<const std::uint64_t> dims) const;
 
   /// File offset of the data section (the end of the tensor infos rounded up to alignment()).
   std::uint64_t data_offset() const noexcept;

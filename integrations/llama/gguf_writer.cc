@@ -137,20 +137,38 @@ void GgufWriter::add_u32_array(std::string_view key, std::span<const std::uint32
   add_array(key, GgufValueType::u32, v);
 }
 
-void GgufWriter::add_tensor(std::string_view name, GgmlType type, std::span<const std::uint64_t> dims,
-                            std::span<const std::byte> data) {
+std::uint64_t GgufWriter::check_tensor(std::string_view name, GgmlType type,
+                                       std::span<const std::uint64_t> dims) const {
   const std::string label = "GgufWriter: tensor '" + std::string(name) + "': ";
   if (name.empty()) throw InvalidArgument("GgufWriter: empty tensor name");
+  // ggml keeps names in char[GGML_MAX_NAME = 64] and refuses files with longer ones.
+  if (name.size() >= 64) throw InvalidArgument(label + "name of 64 bytes or more (llama.cpp refuses it)");
   if (tensor_names_.contains(std::string(name))) throw InvalidArgument(label + "duplicate tensor name");
   std::string why;
   const std::uint64_t expected = tensor_bytes(type, dims, &why);
   if (expected == 0) throw InvalidArgument(label + why);
+  return expected;
+}
+
+void GgufWriter::add_tensor(std::string_view name, GgmlType type, std::span<const std::uint64_t> dims,
+                            std::span<const std::byte> data) {
+  const std::uint64_t expected = check_tensor(name, type, dims);
   if (data.size() != expected) {
-    throw InvalidArgument(label + std::to_string(data.size()) + " bytes of data, but a " +
-                          std::string(ggml_type_name(type)) + " tensor of these dims has " +
-                          std::to_string(expected));
+    throw InvalidArgument("GgufWriter: tensor '" + std::string(name) + "': " + std::to_string(data.size()) +
+                          " bytes of data, but a " + std::string(ggml_type_name(type)) +
+                          " tensor of these dims has " + std::to_string(expected));
   }
-  tensors_.push_back(Tensor{std::string(name), type, {dims.begin(), dims.end()}, {data.begin(), data.end()}});
+  tensors_.push_back(
+      Tensor{std::string(name), type, {dims.begin(), dims.end()}, {data.begin(), data.end()}, expected, {}});
+  tensor_names_.emplace(name);
+}
+
+void GgufWriter::add_tensor_generated(std::string_view name, GgmlType type,
+                                      std::span<const std::uint64_t> dims, TensorGenerator generate) {
+  const std::uint64_t size = check_tensor(name, type, dims);
+  if (!generate) throw InvalidArgument("GgufWriter: tensor '" + std::string(name) + "': no generator");
+  tensors_.push_back(
+      Tensor{std::string(name), type, {dims.begin(), dims.end()}, {}, size, std::move(generate)});
   tensor_names_.emplace(name);
 }
 
@@ -174,14 +192,21 @@ void GgufWriter::emit(Sink&& sink) const {
     for (std::uint64_t d : t.dims) put(head, d);
     put(head, static_cast<std::uint32_t>(t.type));
     put(head, offset);
-    offset += t.data.size() + padding(t.data.size(), alignment_);
+    offset += t.size + padding(t.size, alignment_);
   }
   head.resize(head.size() + padding(head.size(), alignment_));
   sink(std::span<const std::byte>(head));
   const std::vector<std::byte> zeros(alignment_);
+  std::vector<std::byte> generated;  // one generated tensor at a time
   for (const Tensor& t : tensors_) {
-    sink(std::span<const std::byte>(t.data));
-    sink(std::span<const std::byte>(zeros).first(padding(t.data.size(), alignment_)));
+    if (t.generate) {
+      generated.assign(t.size, std::byte{0});
+      t.generate(generated);
+      sink(std::span<const std::byte>(generated));
+    } else {
+      sink(std::span<const std::byte>(t.data));
+    }
+    sink(std::span<const std::byte>(zeros).first(padding(t.size, alignment_)));
   }
 }
 

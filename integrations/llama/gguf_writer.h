@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -23,9 +24,11 @@
 namespace kvcache::llama {
 
 /// Builds a GGUF file in memory. Every add_* copies its arguments; the writer holds a copy of all
-/// tensor data until it is destroyed. Not thread safe.
+/// tensor data until it is destroyed (except add_tensor_generated's, made while writing). Not
+/// thread safe.
 ///
-/// Errors: InvalidArgument for a duplicate key or tensor name, an empty name, an alignment that
+/// Errors: InvalidArgument for a duplicate key or tensor name, an empty name, a tensor name of 64
+/// bytes or more (llama.cpp's limit), an alignment that
 /// is not a nonzero power of two, or tensor dims/data that do not match (n_dims not in 1..4, a dim
 /// of 0, dims[0] not a multiple of the type's block size, data not exactly the type's byte size).
 /// A failed add_* leaves the writer unchanged. write() throws kvcache::Error when the file cannot
@@ -58,6 +61,13 @@ class GgufWriter {
   /// `data` (exactly n_elements / block elems * block bytes, in ggml's block layout).
   void add_tensor(std::string_view name, GgmlType type, std::span<const std::uint64_t> dims,
                   std::span<const std::byte> data);
+  /// A tensor whose bytes are produced only while the file is written: `generate` is called once
+  /// per emission (write() or bytes()) with a buffer of exactly the tensor's byte size to fill.
+  /// The writer then holds one tensor's bytes at a time, not the model, so tools can stream
+  /// models larger than memory (bench/make_model). Same checks as add_tensor.
+  using TensorGenerator = std::function<void(std::span<std::byte> out)>;
+  void add_tensor_generated(std::string_view name, GgmlType type, std::span<const std::uint64_t> dims,
+                            TensorGenerator generate);
   /// add_tensor for f32 values.
   void add_tensor_f32(std::string_view name, std::span<const std::uint64_t> dims,
                       std::span<const float> values);
@@ -74,7 +84,11 @@ class GgufWriter {
     GgmlType type;
     std::vector<std::uint64_t> dims;
     std::vector<std::byte> data;
+    std::uint64_t size = 0;    ///< bytes of data (data.size(), or the generated size)
+    TensorGenerator generate;  ///< set for add_tensor_generated, which leaves data empty
   };
+  /// Checks name, dims and size for add_tensor*; returns the tensor's byte size.
+  std::uint64_t check_tensor(std::string_view name, GgmlType type, std::span<const std::uint64_t> dims) const;
   /// Starts a key/value: checks the key and appends key and type to `kv_bytes_`.
   void begin(std::string_view key, GgufValueType type);
   template <class T>

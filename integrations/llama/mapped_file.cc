@@ -29,7 +29,9 @@ struct Fd {
 }  // namespace
 
 MappedFile::MappedFile(const std::filesystem::path& path, std::string_view what) {
-  const Fd f{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (fstat then refuses it); it changes
+  // nothing for regular files.
+  const Fd f{::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK)};
   if (f.fd < 0) {
     const int err = errno;
     throw Error(file_label(what, path) +

@@ -28,6 +28,7 @@ StreamConfig stream_config(const ModelConfig& c, const CacheOptions& o) {
   s.head_dim = c.head_dim();
   s.page_tokens = o.page_tokens;
   s.dtype = o.dtype;
+  s.pinned_dtype = o.pinned_dtype;
   s.positions = o.positions;
   s.rope = RopeConfig{RopeStyle::adjacent_pairs, 10000.0};  // llama2.c's RoPE
   s.policy = o.policy;

@@ -23,7 +23,8 @@ namespace kvcache::llama {
 struct CacheOptions {
   PolicyConfig policy = PolicyConfig::streaming(4, 256);  ///< what is kept (see kvcache/policy.h)
   std::uint32_t page_tokens = 16;                         ///< tokens per page
-  DType dtype = DType::f32;                               ///< storage of K and V
+  DType dtype = DType::f32;                               ///< storage of K and V (the window's)
+  std::optional<DType> pinned_dtype;                      ///< storage of pinned tokens; unset = dtype
   PositionMode positions = PositionMode::reindexed;       ///< positions RoPE sees
   /// Byte budget of the decoder's page pool. Memory is reserved lazily, so a generous value costs
   /// nothing; under the full policy it bounds the stream (PoolExhausted when reached).

@@ -118,8 +118,16 @@ float Tokenizer::score(std::int32_t token) const {
 std::string_view Tokenizer::decode(std::int32_t prev, std::int32_t token) const {
   piece(token);  // range check
   std::string_view s = decoded_[static_cast<std::size_t>(token)];
-  if (prev == kBos && !s.empty() && s.front() == ' ') s.remove_prefix(1);
+  if ((prev == kBos || prev < 0) && !s.empty() && s.front() == ' ') s.remove_prefix(1);
   return s;
+}
+
+TokenKind Tokenizer::kind(std::int32_t token) const {
+  piece(token);  // range check
+  if (token == kUnk) return TokenKind::unknown;
+  if (token == kBos || token == kEos) return TokenKind::control;
+  if (token >= kFirstByteToken && token < kFirstByteToken + 256) return TokenKind::byte;
+  return TokenKind::normal;
 }
 
 std::vector<std::int32_t> Tokenizer::encode(std::string_view text, bool bos, bool eos) const {

@@ -14,9 +14,13 @@
 #include <unordered_map>
 #include <vector>
 
+#include "llama/text_tokenizer.h"
+
 namespace kvcache::llama {
 
-class Tokenizer {
+/// Usable through TextTokenizer: kind() says unknown for 0, control for BOS/EOS, byte for 3..258;
+/// there is no special-token text to parse (parse_special is ignored), and model() is "llama2.c".
+class Tokenizer final : public TextTokenizer {
  public:
   static constexpr std::int32_t kUnk = 0;
   static constexpr std::int32_t kBos = 1;
@@ -29,7 +33,7 @@ class Tokenizer {
   /// count that does not match vocab_size), kvcache::Error when the file cannot be opened.
   static Tokenizer load(const std::filesystem::path& path, std::uint32_t vocab_size);
 
-  std::uint32_t vocab_size() const noexcept { return static_cast<std::uint32_t>(pieces_.size()); }
+  std::uint32_t vocab_size() const noexcept override { return static_cast<std::uint32_t>(pieces_.size()); }
 
   /// Encodes `text` as llama2.c's encode() does: optional BOS, then (for non-empty text) the
   /// piece " " as a dummy prefix, then one symbol per UTF-8 code point (a code point missing from
@@ -38,16 +42,26 @@ class Tokenizer {
   /// then optional EOS. Same result as llama2.c's quadratic loop in O(n log n) (a heap of
   /// candidate pairs), so whole files can be encoded. Thread safe (const).
   std::vector<std::int32_t> encode(std::string_view text, bool bos, bool eos) const;
+  std::vector<std::int32_t> encode(std::string_view text, bool add_bos, bool add_eos,
+                                   bool /*parse_special*/) const override {
+    return encode(text, add_bos, add_eos);
+  }
 
   /// Text of `token` printed after `prev`: byte tokens give their byte, <unk>/BOS/EOS give ""
   /// (callers decide how to show story boundaries), and a leading space is dropped right after
-  /// BOS (the encoder's dummy prefix). The view lives as long as the tokenizer.
-  /// Throws kvcache::InvalidArgument when `token` is not in [0, vocab_size).
-  std::string_view decode(std::int32_t prev, std::int32_t token) const;
+  /// BOS or at the start of a text (`prev` < 0): the encoder's dummy prefix. The view lives as
+  /// long as the tokenizer. Throws kvcache::InvalidArgument when `token` is not in [0, vocab_size).
+  std::string_view decode(std::int32_t prev, std::int32_t token) const override;
 
   /// The raw piece of `token` as stored in the file (throws InvalidArgument when out of range).
-  std::string_view piece(std::int32_t token) const;
+  std::string_view piece(std::int32_t token) const override;
   float score(std::int32_t token) const;
+  TokenKind kind(std::int32_t token) const override;
+  std::int32_t bos() const noexcept override { return kBos; }
+  std::int32_t eos() const noexcept override { return kEos; }
+  bool add_bos_default() const noexcept override { return true; }
+  std::string_view model() const noexcept override { return "llama2.c"; }
+  std::string_view pre() const noexcept override { return ""; }
   /// Token whose piece is exactly `text`, or -1.
   std::int32_t lookup(std::string_view text) const;
 

@@ -40,7 +40,7 @@ void attend(const StreamCache& cache, std::uint32_t layer, std::span<const float
     }
   }
 
-  const std::size_t head_bytes = std::size_t{2} * work.n_rows * work.head_dim * dtype_bytes(work.dtype);
+  const std::size_t head_bytes = work.n_rows * work.row_bytes;
   const std::size_t total_bytes = head_bytes * work.n_kv_heads;
   if (work.n_kv_heads == 1 || total_bytes < kParallelMinBytes) {
     detail::run_heads(work, kernels::attend_group, 0, work.n_kv_heads, out, mass, n_kept);

@@ -42,12 +42,11 @@ void prepare_attention(const StreamCache& cache, std::uint32_t layer, std::span<
   const auto query_index =
       static_cast<std::uint32_t>(options.query_index < 0 ? n_kept - 1 : options.query_index);
 
-  const PageLayout layout = cfg.layout();
   work.n_kv_heads = cfg.n_kv_heads;
   work.n_group = options.n_heads / cfg.n_kv_heads;
   work.head_dim = cfg.head_dim;
   work.n_rows = query_index + 1;
-  work.dtype = cfg.dtype;
+  work.row_bytes = kernels::kv_row_bytes(cfg.dtype, cfg.head_dim);
   work.scale = options.scale > 0.f ? options.scale : 1.f / std::sqrt(static_cast<float>(cfg.head_dim));
 
   std::vector<KvSpan>& spans = work.spans;
@@ -81,8 +80,16 @@ void prepare_attention(const StreamCache& cache, std::uint32_t layer, std::span<
     for (std::size_t b = 0; b < span_q.size(); ++b) {
       const KvSpan& sp = spans[b];
       kernels::HeadBlock& blk = work.blocks[h * work.blocks_per_head + b];
-      blk.k = sp.page + layout.k_offset(h, sp.slot_begin);
-      blk.v = sp.page + layout.v_offset(h, sp.slot_begin);
+      const PageLayout& lay = sp.layout;
+      blk.dtype = lay.dtype;
+      blk.k = sp.page + lay.k_offset(h, sp.slot_begin);
+      blk.v = sp.page + lay.v_offset(h, sp.slot_begin);
+      blk.k_params = nullptr;
+      blk.v_params = nullptr;
+      if (lay.dtype == DType::q8)
+        blk.k_params = sp.page + lay.k_params_offset(h) + std::size_t{sp.slot_begin} * 2;
+      if (lay.dtype == DType::q4) blk.k_params = sp.page + lay.k_params_offset(h);
+      if (is_quantized(lay.dtype)) blk.v_params = sp.page + lay.v_params_offset(h, sp.slot_begin);
       blk.n = std::min(sp.n, work.n_rows - sp.kept_begin);
       blk.q = work.q_rotated.data() + span_q[b] * q_size + std::size_t{h} * work.n_group * cfg.head_dim;
     }
@@ -96,8 +103,8 @@ void run_heads(const AttentionWork& work, GroupKernel kernel, std::uint32_t h0, 
                                                      work.blocks_per_head);
     const std::size_t first_head = std::size_t{h} * work.n_group;
     float* m = mass.empty() ? nullptr : mass.data() + first_head * mass_stride;
-    kernel(work.dtype, work.head_dim, work.n_group, work.scale, blocks,
-           out.data() + first_head * work.head_dim, m, mass_stride);
+    kernel(work.head_dim, work.n_group, work.scale, blocks, out.data() + first_head * work.head_dim, m,
+           mass_stride);
   }
 }
 

@@ -12,7 +12,7 @@
 
 namespace kvcache::detail {
 
-using GroupKernel = void (*)(DType, std::uint32_t head_dim, std::uint32_t n_group, float scale,
+using GroupKernel = void (*)(std::uint32_t head_dim, std::uint32_t n_group, float scale,
                              std::span<const kernels::HeadBlock>, float* out, float* mass,
                              std::size_t mass_stride);
 
@@ -20,7 +20,7 @@ using GroupKernel = void (*)(DType, std::uint32_t head_dim, std::uint32_t n_grou
 struct AttentionWork {
   std::uint32_t n_kv_heads = 0, n_group = 0, head_dim = 0, n_rows = 0;
   float scale = 0.f;
-  DType dtype = DType::f32;
+  std::size_t row_bytes = 0;               // K and V bytes read per row of the window's dtype
   std::vector<float> q_rotated;            // one n_heads x head_dim copy per distinct rot_delta
   std::vector<kernels::HeadBlock> blocks;  // n_kv_heads x blocks_per_head
   std::size_t blocks_per_head = 0;

@@ -95,6 +95,8 @@ kvcache::DType to_dtype(const kvc_dtype& d) {
   const int v = enum_value(d);
   if (v == KVC_DTYPE_F32) return kvcache::DType::f32;
   if (v == KVC_DTYPE_F16) return kvcache::DType::f16;
+  if (v == KVC_DTYPE_Q8) return kvcache::DType::q8;
+  if (v == KVC_DTYPE_Q4) return kvcache::DType::q4;
   throw InvalidArgument("dtype " + std::to_string(v) + " is not a kvc_dtype");
 }
 
@@ -105,6 +107,14 @@ kvcache::StreamConfig to_stream_config(const kvc_stream_config& c) {
   s.head_dim = c.head_dim;
   s.page_tokens = c.page_tokens;
   s.dtype = to_dtype(c.dtype);
+  if (enum_value(c.pinned_dtype) != KVC_DTYPE_SAME) {
+    try {
+      s.pinned_dtype = to_dtype(c.pinned_dtype);
+    } catch (const InvalidArgument&) {
+      throw InvalidArgument("pinned_dtype " + std::to_string(enum_value(c.pinned_dtype)) +
+                            " is not a kvc_dtype");
+    }
+  }
   switch (enum_value(c.positions)) {
     case KVC_POSITIONS_REINDEXED:
       s.positions = kvcache::PositionMode::reindexed;
@@ -285,6 +295,7 @@ void kvc_stream_config_init(kvc_stream_config* config) {
   config->detector = 0;
   config->detector_alpha = det.alpha;
   config->detector_decay = det.decay;
+  config->pinned_dtype = KVC_DTYPE_SAME;
 }
 
 kvc_status kvc_stream_create(kvc_pool* pool, const kvc_stream_config* config, kvc_stream** out) {
@@ -423,7 +434,7 @@ kvc_status kvc_stream_stats_get(const kvc_stream* stream, kvc_stream_stats* out)
     const kvcache::StreamStats st = stream->cache.stats();
     *out = kvc_stream_stats{
         st.tokens_seen, st.tokens_kept, st.tokens_pinned, st.tokens_evicted, stream->cache.n_pending(),
-        st.pages,       st.kv_bytes,    st.kv_bytes_peak};
+        st.pages,       st.kv_bytes,    st.kv_bytes_peak, st.staging_bytes};
   });
 }
 

@@ -8,12 +8,25 @@
 
 namespace kvcache {
 
-std::string_view dtype_name(DType dt) { return dt == DType::f32 ? "f32" : "f16"; }
+std::string_view dtype_name(DType dt) {
+  switch (dt) {
+    case DType::f32:
+      return "f32";
+    case DType::f16:
+      return "f16";
+    case DType::q8:
+      return "q8";
+    case DType::q4:
+      return "q4";
+  }
+  return "unknown";
+}
 
 DType parse_dtype(std::string_view name) {
-  if (name == "f32") return DType::f32;
-  if (name == "f16") return DType::f16;
-  throw InvalidArgument("unknown KV dtype '" + std::string(name) + "' (expected f32 or f16)");
+  for (DType dt : {DType::f32, DType::f16, DType::q8, DType::q4}) {
+    if (name == dtype_name(dt)) return dt;
+  }
+  throw InvalidArgument("unknown KV dtype '" + std::string(name) + "' (expected f32, f16, q8 or q4)");
 }
 
 std::uint16_t f16_from_f32(float x) {

@@ -14,6 +14,17 @@
 
 namespace kvcache {
 
+using Region = detail::Region;
+
+PageLayout StreamConfig::pinned_layout() const {
+  const PageLayout window = layout();
+  if (pinned() == dtype) return window;
+  PageLayout p = window;
+  p.dtype = pinned();
+  p.page_tokens = max_page_tokens(p, window.page_bytes());
+  return p;
+}
+
 namespace {
 
 void check_alive(const void* state) {
@@ -29,9 +40,9 @@ StreamCache::StreamCache(std::shared_ptr<PagePool> pool, const StreamConfig& con
   if (config.n_layers > 4096) throw InvalidArgument("StreamCache: n_layers must be <= 4096");
   // Enumerators arrive from callers (and the C API) as plain integers: a value outside the enum
   // would silently pick different code paths in different places (found by tests/fuzz/fuzz_api).
-  if (static_cast<std::uint8_t>(config.dtype) > static_cast<std::uint8_t>(DType::f16)) {
-    throw InvalidArgument("StreamCache: unknown dtype " +
-                          std::to_string(static_cast<unsigned>(config.dtype)));
+  for (DType dt : {config.dtype, config.pinned()}) {
+    if (static_cast<std::uint8_t>(dt) > static_cast<std::uint8_t>(kLastDType))
+      throw InvalidArgument("StreamCache: unknown dtype " + std::to_string(static_cast<unsigned>(dt)));
   }
   if (static_cast<std::uint8_t>(config.positions) > static_cast<std::uint8_t>(PositionMode::absolute)) {
     throw InvalidArgument("StreamCache: unknown position mode " +
@@ -42,6 +53,13 @@ StreamCache::StreamCache(std::shared_ptr<PagePool> pool, const StreamConfig& con
                           std::to_string(static_cast<unsigned>(config.rope.style)));
   }
   config.layout().validate();
+  const PageLayout pinned_layout = config.pinned_layout();
+  if (pinned_layout.page_tokens == 0) {
+    throw InvalidArgument("StreamCache: not one token of the pinned region's " +
+                          std::string(dtype_name(config.pinned())) + " fits in a window page of " +
+                          std::to_string(config.layout().page_bytes()) + " bytes (raise page_tokens)");
+  }
+  pinned_layout.validate();
   if (config.rope.style != RopeStyle::none && config.head_dim % 2 != 0) {
     throw InvalidArgument("StreamCache: head_dim must be even with RoPE (got " +
                           std::to_string(config.head_dim) + ")");
@@ -69,11 +87,12 @@ StreamCache::StreamCache(std::shared_ptr<PagePool> pool, const StreamConfig& con
   s.policy = make_policy(config.policy);
   s.pool = std::move(pool);
   s.config = config;
-  s.layout = config.layout();
+  s.layouts[static_cast<int>(Region::pinned)] = pinned_layout;
+  s.layouts[static_cast<int>(Region::window)] = config.layout();
   s.layers.resize(config.n_layers);
+  s.stages.resize(std::size_t{config.n_layers} * 2);  // their rows are allocated on first use
   s.written.assign(config.n_layers, 1);
   s.window_state = detail::RowRing(config.token_state_floats);
-  s.row.resize(config.head_dim);
   s.token_rows.resize(std::size_t{config.n_kv_heads} * config.head_dim);
   s.rope = RopeAngles(config.rope, config.head_dim);
 }
@@ -107,7 +126,8 @@ void StreamCache::begin(std::span<const std::int32_t> token_ids) {
 
   // Plan (const), then take every page the plan needs: nothing has changed if either throws.
   detail::CacheShape shape;
-  shape.page_tokens = s.P();
+  shape.pinned_page_tokens = s.P(Region::pinned);
+  shape.window_page_tokens = s.P(Region::window);
   shape.front = s.front;
   shape.window_pages = static_cast<std::uint32_t>(s.layers[0].window.size());
   shape.pinned_pages = static_cast<std::uint32_t>(s.layers[0].pinned.size());
@@ -119,7 +139,8 @@ void StreamCache::begin(std::span<const std::int32_t> token_ids) {
   s.pending_window = 0;
 
   // Apply: leave decisions in order, reading old window slots before any page is dropped.
-  const std::uint32_t P = s.P();
+  const std::uint32_t Pp = s.P(Region::pinned);
+  const std::uint32_t Pw = s.P(Region::window);
   for (std::uint32_t il = 0; il < s.layers.size(); ++il) {
     detail::LayerPages& lp = s.layers[il];
     for (std::uint32_t p = 0; p < plan.pinned_pages_new; ++p) lp.pinned.push_back(fresh.take());
@@ -127,14 +148,7 @@ void StreamCache::begin(std::span<const std::int32_t> token_ids) {
   std::uint32_t k = 0;
   for (const detail::LeaveOp& op : plan.leaves) {
     if (op.release) {
-      // Compact: later pinned tokens move down a slot (and, reindexed, down a position).
-      const std::int64_t shift = s.reindexed() ? -1 : 0;
-      for (std::uint32_t i = op.release_index + 1; i < s.pinned.size(); ++i) {
-        for (std::uint32_t il = 0; il < s.layers.size(); ++il) {
-          const detail::LayerPages& lp = s.layers[il];
-          s.move_token(lp.pinned[i / P], i % P, lp.pinned[(i - 1) / P], (i - 1) % P, shift);
-        }
-      }
+      s.compact_pinned(op.release_index);
       s.pinned.erase(s.pinned.begin() + op.release_index);
       const std::size_t w = s.config.token_state_floats;
       s.pinned_state.erase(s.pinned_state.begin() + static_cast<std::ptrdiff_t>(op.release_index * w),
@@ -148,7 +162,8 @@ void StreamCache::begin(std::span<const std::int32_t> token_ids) {
       const std::uint32_t g = s.front + k;
       for (std::uint32_t il = 0; il < s.layers.size(); ++il) {
         const detail::LayerPages& lp = s.layers[il];
-        s.move_token(lp.window[g / P], g % P, lp.pinned[j / P], j % P, shift);
+        s.move_token(il, {Region::window, lp.window[g / Pw], g % Pw},
+                     {Region::pinned, lp.pinned[j / Pp], j % Pp}, shift);
       }
       s.pinned.push_back(leaving);
       s.pinned.back().pin = op.pin;
@@ -222,12 +237,12 @@ void StreamCache::append(std::uint32_t layer, std::span<const float> k, std::spa
                           " already holds the pending tokens (call begin first)");
   }
   const std::uint32_t n = s.pending_pinned + s.pending_window;
-  const std::size_t per_token = std::size_t{s.layout.n_kv_heads} * s.layout.head_dim;
+  const std::size_t per_token = s.token_floats();
   if (k.size() != n * per_token || v.size() != n * per_token) {
     throw InvalidArgument("StreamCache::append: expected " + std::to_string(n * per_token) +
                           " floats for k and v (" + std::to_string(n) + " tokens x " +
-                          std::to_string(s.layout.n_kv_heads) + " heads x " +
-                          std::to_string(s.layout.head_dim) + "), got " + std::to_string(k.size()) + " and " +
+                          std::to_string(s.config.n_kv_heads) + " heads x " +
+                          std::to_string(s.config.head_dim) + "), got " + std::to_string(k.size()) + " and " +
                           std::to_string(v.size()));
   }
   const std::uint32_t first = s.n_kept() - n;
@@ -235,15 +250,11 @@ void StreamCache::append(std::uint32_t layer, std::span<const float> k, std::spa
   for (std::uint32_t t = 0; t < n; ++t) {
     // Pending pinned tokens end the pinned region; pending window tokens end the window.
     const std::uint32_t index = t < s.pending_pinned ? first_pinned + t : first + t;
-    const auto [page, slot] = s.locate(layer, index);
     // Rotate all heads of the token at once: the angles are shared by heads and layers.
     std::copy_n(k.data() + t * per_token, per_token, s.token_rows.begin());
     s.rope.set_position(static_cast<double>(s.stored_pos(index)));
     s.rope.rotate(s.token_rows);
-    for (std::uint32_t h = 0; h < s.layout.n_kv_heads; ++h) {
-      s.store(s.token_rows.data() + std::size_t{h} * s.layout.head_dim, s.k_row(page, slot, h));
-      s.store(v.data() + t * per_token + std::size_t{h} * s.layout.head_dim, s.v_row(page, slot, h));
-    }
+    s.write_token(layer, s.locate(layer, index), s.token_rows.data(), v.data() + t * per_token);
   }
   s.written[layer] = 1;
 }
@@ -286,10 +297,12 @@ void StreamCache::layer_spans(std::uint32_t layer, std::vector<KvSpan>& out) con
   if (layer >= s.layers.size()) throw InvalidArgument("StreamCache::layer_spans: layer out of range");
   out.clear();
   const detail::LayerPages& lp = s.layers[layer];
-  const std::uint32_t P = s.P();
+  const PageLayout& pl = s.lay(Region::pinned);
+  const PageLayout& wl = s.lay(Region::window);
   const auto n_pinned = static_cast<std::uint32_t>(s.pinned.size());
-  for (std::uint32_t i = 0; i < n_pinned; i += P) {
-    out.push_back({s.pool->data(lp.pinned[i / P]), 0, std::min(P, n_pinned - i), i, 0});
+  for (std::uint32_t i = 0; i < n_pinned; i += pl.page_tokens) {
+    out.push_back(
+        {s.pool->data(lp.pinned[i / pl.page_tokens]), pl, 0, std::min(pl.page_tokens, n_pinned - i), i, 0});
   }
   if (s.window.empty()) return;
   const std::int64_t delta = s.reindexed() ? std::int64_t{n_pinned} - s.window.front().pos : 0;
@@ -297,8 +310,8 @@ void StreamCache::layer_spans(std::uint32_t layer, std::vector<KvSpan>& out) con
   std::uint32_t w = 0;
   for (std::size_t p = 0; w < n_window; ++p) {
     const std::uint32_t begin = p == 0 ? s.front : 0;
-    const std::uint32_t n = std::min(P - begin, n_window - w);
-    out.push_back({s.pool->data(lp.window[p]), begin, n, n_pinned + w, delta});
+    const std::uint32_t n = std::min(wl.page_tokens - begin, n_window - w);
+    out.push_back({s.pool->data(lp.window[p]), wl, begin, n, n_pinned + w, delta});
     w += n;
   }
 }
@@ -310,8 +323,8 @@ template <class State>
 void check_read(const State* s, std::uint32_t layer, std::uint32_t index, std::uint32_t kv_head,
                 std::size_t out_size) {
   check_alive(s);
-  if (layer >= s->layers.size() || index >= s->n_kept() || kv_head >= s->layout.n_kv_heads ||
-      out_size != s->layout.head_dim) {
+  if (layer >= s->layers.size() || index >= s->n_kept() || kv_head >= s->config.n_kv_heads ||
+      out_size != s->config.head_dim) {
     throw InvalidArgument("StreamCache::read_key/read_value: layer " + std::to_string(layer) + ", index " +
                           std::to_string(index) + ", kv_head " + std::to_string(kv_head) +
                           " or output size " + std::to_string(out_size) + " out of range");
@@ -334,11 +347,10 @@ void StreamCache::read_key(std::uint32_t layer, std::uint32_t index, std::uint32
                            std::span<float> out) const {
   check_read(state_.get(), layer, index, kv_head, out.size());
   const State& s = *state_;
-  const auto [page, slot] = s.locate(layer, index);
-  s.load(s.k_row(page, slot, kv_head), out.data());
+  s.load_k(s.locate(layer, index), kv_head, out.data());
   const std::int64_t shift = s.cache_pos(index) - s.stored_pos(index);
   if (s.config.rope.style != RopeStyle::none && shift != 0) {
-    rope_rotate(s.config.rope, s.layout.head_dim, static_cast<double>(shift), out);
+    rope_rotate(s.config.rope, s.config.head_dim, static_cast<double>(shift), out);
   }
 }
 
@@ -346,8 +358,7 @@ void StreamCache::read_value(std::uint32_t layer, std::uint32_t index, std::uint
                              std::span<float> out) const {
   check_read(state_.get(), layer, index, kv_head, out.size());
   const State& s = *state_;
-  const auto [page, slot] = s.locate(layer, index);
-  s.load(s.v_row(page, slot, kv_head), out.data());
+  s.load_v(s.locate(layer, index), kv_head, out.data());
 }
 
 StreamCache::Observed StreamCache::observed(std::uint32_t index) {
@@ -402,6 +413,7 @@ StreamStats StreamCache::stats() const noexcept {
   st.pages = s.pages_held();
   st.kv_bytes = st.pages * s.pool->page_bytes();
   st.kv_bytes_peak = s.peak_bytes;
+  st.staging_bytes = s.staging_bytes();
   return st;
 }
 

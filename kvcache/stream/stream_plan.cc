@@ -18,7 +18,8 @@ AdmitPlan plan_admit(const Policy& policy, const CacheShape& shape, std::span<co
                      const std::deque<TokenMeta>& window, std::uint32_t n_new) {
   AdmitPlan plan;
   const std::uint32_t budget = policy.budget();
-  const std::uint32_t P = shape.page_tokens;
+  const std::uint32_t P = shape.window_page_tokens;
+  const std::uint32_t Pp = shape.pinned_page_tokens;
 
   // Arrival pins are a prefix of the batch: policies pin on arrival only the earliest positions.
   while (plan.arrival_pins < n_new &&
@@ -64,9 +65,9 @@ AdmitPlan plan_admit(const Policy& policy, const CacheShape& shape, std::span<co
   plan.pinned_peak = pinned_peak;
   plan.pinned_final = static_cast<std::uint32_t>(sim.size());
   plan.window_final = n_window + n_window_new;
-  const std::uint32_t pinned_pages_peak = pages_for(pinned_peak, P);
+  const std::uint32_t pinned_pages_peak = pages_for(pinned_peak, Pp);
   plan.pinned_pages_new = pinned_pages_peak > shape.pinned_pages ? pinned_pages_peak - shape.pinned_pages : 0;
-  plan.pinned_pages_freed = pinned_pages_peak - pages_for(plan.pinned_final, P);
+  plan.pinned_pages_freed = pinned_pages_peak - pages_for(plan.pinned_final, Pp);
 
   // Window ring: leaving tokens advance the front; emptied pages drop off the front.
   std::uint32_t front = shape.front + k;

@@ -41,11 +41,12 @@ struct AdmitPlan {
 
 /// Inputs of the planner: the current shape of the cache.
 struct CacheShape {
-  std::uint32_t page_tokens = 0;
-  std::uint32_t front = 0;         ///< slot of the oldest window token in the first window page
-  std::uint32_t window_pages = 0;  ///< pages in the window ring
-  std::uint32_t pinned_pages = 0;  ///< pages of the pinned region
-  std::int64_t next_pos = 0;       ///< original position of the first new token
+  std::uint32_t pinned_page_tokens = 0;  ///< tokens per pinned page
+  std::uint32_t window_page_tokens = 0;  ///< tokens per window page
+  std::uint32_t front = 0;               ///< slot of the oldest window token in the first window page
+  std::uint32_t window_pages = 0;        ///< pages in the window ring
+  std::uint32_t pinned_pages = 0;        ///< pages of the pinned region
+  std::int64_t next_pos = 0;             ///< original position of the first new token
 };
 
 /// Plans admitting `n_new` tokens. Throws InvalidArgument if the batch cannot fit.

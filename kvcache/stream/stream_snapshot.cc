@@ -1,19 +1,24 @@
 // StreamCache::save / restore: a self-checking binary snapshot of one stream.
 //
 // Layout (all little-endian, no padding):
-//   char[8] "KVCSNAP\0" | u32 version (2) | u32 front: slot of the oldest window token in the
-//           first window page (< page_tokens; 0 with an empty window; files written before it was
-//           kept have 0, which restores them compacted as they always were)
+//   char[8] "KVCSNAP\0" | u32 version (3) | u32 front: slot of the oldest window token in the
+//           first window page (< window page_tokens; 0 with an empty window)
 //   config: u32 n_layers, n_kv_heads, head_dim, page_tokens | u8 dtype, positions, rope style,
 //           policy kind | f64 rope theta | u32 budget, sinks, hidden_sinks, heavy |
-//           u16 min_sink_heads | u32 token_state_floats |
-//           since version 2: u32 n rope freq factors, n f32 (version 1 files have none)
+//           u16 min_sink_heads | u32 token_state_floats | u32 n rope freq factors, n f32 |
+//           u8 pinned dtype
 //   counters: u64 tokens seen, tokens evicted, peak bytes | u32 n_pinned, n_window
 //   per kept token (cache order): i64 pos, i32 token, f32 score, u16 sink_heads, u8 pin reason
 //   per kept token: token_state_floats f32
-//   per layer, per kept token, per KV head: K row, V row (head_dim elements of the dtype; K as
-//           stored, i.e. rotated by the token's stored position, so no re-rotation on restore)
+//   per layer: the pinned pages, then the window pages, byte for byte (each region's page_bytes;
+//           K as stored, i.e. rotated by the token's stored position; quantised pages with their
+//           parameters), then for each q4 region: u32 staged rows n, and the f16 key copies of
+//           rows [0, n) of its last page, head by head (see StreamConfig)
 //   u64 FNV-1a over every byte before it
+// Pages are saved whole (a q4 page's key parameters cover all its rows), so a restored stream
+// continues bit for bit; pages are zeroed when taken from the pool, so no stale byte is saved.
+// Versions 1 and 2 (read, not written) had one f32 or f16 dtype and, per layer, per kept token,
+// per KV head, the K row then the V row instead of pages.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -30,10 +35,12 @@
 namespace kvcache {
 namespace {
 
+using Region = detail::Region;
 constexpr char kMagic[8] = {'K', 'V', 'C', 'S', 'N', 'A', 'P', '\0'};
-// Version 2 added the rope frequency factors to the config; version 1 snapshots (no factors) are
-// still read.
-constexpr std::uint32_t kVersion = 2;
+// Version 3 added the pinned region's dtype and stores whole pages (quantised pages); version 2
+// added the rope frequency factors and the window front. Versions 1 and 2 (one f32 or f16 dtype,
+// K/V rows per token, no factors in version 1) are still read.
+constexpr std::uint32_t kVersion = 3;
 constexpr std::size_t kMetaBytes = 8 + 4 + 4 + 2 + 1;
 
 std::uint64_t fnv1a(const std::byte* data, std::size_t n) {
@@ -103,6 +110,7 @@ void write_config(Writer& w, const StreamConfig& c) {
   w.put(c.token_state_floats);
   w.put(static_cast<std::uint32_t>(c.rope.freq_factors.size()));
   for (float f : c.rope.freq_factors) w.put(f);
+  w.put(static_cast<std::uint8_t>(c.pinned()));
 }
 
 // Reads the config and checks it field by field against `want`.
@@ -134,6 +142,10 @@ void check_config(Reader& r, const StreamConfig& want, std::uint32_t version) {
   for (float f : factors) {
     if (r.get<float>("rope freq factor") != f) r.fail("was taken with different rope freq factors");
   }
+  // Before version 3 both regions had the one dtype.
+  const auto pinned =
+      version >= 3 ? r.get<std::uint8_t>("pinned dtype") : static_cast<std::uint8_t>(want.dtype);
+  same(pinned, static_cast<std::uint8_t>(want.pinned()), "pinned dtype");
 }
 
 void write_all(int fd, const std::vector<std::byte>& buf, const std::string& name) {
@@ -181,13 +193,28 @@ void StreamCache::save(const std::filesystem::path& path) const {
     const std::span<const float> row = s.window_state.row(i);
     w.bytes(reinterpret_cast<const std::byte*>(row.data()), sw * sizeof(float));
   }
-  const std::size_t row_bytes = std::size_t{s.layout.head_dim} * dtype_bytes(s.layout.dtype);
+  const auto n_pinned = static_cast<std::uint32_t>(s.pinned.size());
+  const std::uint32_t window_slots =
+      s.window.empty() ? 0 : s.front + static_cast<std::uint32_t>(s.window.size());
   for (std::uint32_t il = 0; il < s.layers.size(); ++il) {
-    for (std::uint32_t i = 0; i < n; ++i) {
-      const auto [page, slot] = s.locate(il, i);
-      for (std::uint32_t h = 0; h < s.layout.n_kv_heads; ++h) {
-        w.bytes(s.k_row(page, slot, h), row_bytes);
-        w.bytes(s.v_row(page, slot, h), row_bytes);
+    const detail::LayerPages& lp = s.layers[il];
+    for (PageId id : lp.pinned) w.bytes(s.pool->data(id), s.lay(Region::pinned).page_bytes());
+    for (PageId id : lp.window) w.bytes(s.pool->data(id), s.lay(Region::window).page_bytes());
+    for (Region rg : {Region::pinned, Region::window}) {
+      if (s.lay(rg).dtype != DType::q4) continue;
+      const bool pinned = rg == Region::pinned;
+      const std::uint32_t P = s.P(rg);
+      const std::uint32_t slots = pinned ? n_pinned : window_slots;
+      const std::size_t pages = pinned ? lp.pinned.size() : lp.window.size();
+      const detail::KeyStage& st = s.stage(il, rg);
+      std::uint32_t staged = 0;
+      if (pages > 0 && st.page == (pinned ? lp.pinned.back() : lp.window.back())) {
+        staged = std::min(st.n, slots - static_cast<std::uint32_t>(pages - 1) * P);
+      }
+      w.put(staged);
+      for (std::uint32_t h = 0; h < s.config.n_kv_heads && staged > 0; ++h) {
+        w.bytes(reinterpret_cast<const std::byte*>(st.rows.data() + std::size_t{h} * P * s.config.head_dim),
+                std::size_t{staged} * s.config.head_dim * sizeof(std::uint16_t));
       }
     }
   }
@@ -242,7 +269,8 @@ void StreamCache::restore(const std::filesystem::path& path) {
   r.need(sizeof kMagic, "magic");
   const auto version = r.get<std::uint32_t>("version");
   if (version < 1 || version > kVersion)
-    r.fail("unsupported version " + std::to_string(version) + " (this build reads 1 and 2)");
+    r.fail("unsupported version " + std::to_string(version) + " (this build reads 1 to " +
+           std::to_string(kVersion) + ")");
   std::uint64_t stored_sum;
   std::memcpy(&stored_sum, data.data() + data.size() - 8, 8);
   if (stored_sum != fnv1a(data.data(), data.size() - 8)) {
@@ -268,19 +296,15 @@ void StreamCache::restore(const std::filesystem::path& path) {
     r.fail("counters disagree: " + std::to_string(s.seen) + " tokens seen, " + std::to_string(n) + " kept, " +
            std::to_string(s.evicted) + " evicted");
   }
+  const std::uint32_t Pp = s.P(Region::pinned), Pw = s.P(Region::window);
+  if (front >= Pw || (n_window == 0 && front != 0))
+    r.fail("window front " + std::to_string(front) + " out of range");
   const std::size_t sw = cfg.token_state_floats;
-  const std::size_t row_bytes = std::size_t{cfg.head_dim} * dtype_bytes(cfg.dtype);
-  // Per token: a validated config bounds each factor (layers <= 4096, a page <= 2 GiB), so this
-  // fits in 64 bits; the token count is then checked by division before anything is multiplied.
-  const std::uint64_t per_token =
-      kMetaBytes + sw * sizeof(float) + std::uint64_t{cfg.n_layers} * cfg.n_kv_heads * 2 * row_bytes;
+  // Per token: metadata and state; checked by division before anything is allocated.
+  const std::uint64_t per_token = kMetaBytes + sw * sizeof(float);
   if (n > r.remaining() / per_token) {
     r.fail("holds " + std::to_string(n) + " tokens of " + std::to_string(per_token) +
            " bytes, more than the file");
-  }
-  const std::size_t need = static_cast<std::size_t>(n * per_token);
-  if (r.remaining() != need) {
-    r.fail("body is " + std::to_string(r.remaining()) + " bytes, the header implies " + std::to_string(need));
   }
   std::uint32_t n_hidden = 0, n_heavy = 0;  // pins made after arrival, by reason
   for (std::uint64_t i = 0; i < n; ++i) {
@@ -332,28 +356,67 @@ void StreamCache::restore(const std::filesystem::path& path) {
     const std::byte* src = r.need(sw * sizeof(float), "window state");
     if (sw > 0) std::memcpy(s.window_state.row(i).data(), src, sw * sizeof(float));
   }
-  const std::uint32_t P = s.P();
-  if (front >= P || (n_window == 0 && front != 0))
-    r.fail("window front " + std::to_string(front) + " is not a slot of a non-empty window");
-  const std::uint32_t window_pages =
-      static_cast<std::uint32_t>((std::uint64_t{front} + n_window + P - 1) / P);
-  const std::size_t pages_per_layer = (n_pinned + P - 1) / P + window_pages;
+  const std::uint32_t window_slots = n_window == 0 ? 0 : front + n_window;
+  const std::size_t pinned_pages = (n_pinned + Pp - 1) / Pp;
+  const std::size_t window_pages = (std::size_t{window_slots} + Pw - 1) / Pw;
+  const std::size_t layer_page_bytes =
+      version >= 3 ? pinned_pages * s.lay(Region::pinned).page_bytes() +
+                         window_pages * s.lay(Region::window).page_bytes()
+                   : std::size_t{2} * n * cfg.n_kv_heads * s.lay(Region::window).row_bytes();
+  if (layer_page_bytes > 0 && s.layers.size() > r.remaining() / layer_page_bytes)
+    r.fail("page data is shorter than its " + std::to_string(n) + " tokens need");
   detail::PageBatch batch(*s.pool);
-  batch.acquire(pages_per_layer * s.layers.size());
+  batch.acquire((pinned_pages + window_pages) * s.layers.size());
   for (detail::LayerPages& lp : s.layers) {
-    for (std::uint32_t i = 0; i < (n_pinned + P - 1) / P; ++i) lp.pinned.push_back(batch.take());
-    for (std::uint32_t i = 0; i < window_pages; ++i) lp.window.push_back(batch.take());
+    for (std::size_t i = 0; i < pinned_pages; ++i) lp.pinned.push_back(batch.take());
+    for (std::size_t i = 0; i < window_pages; ++i) lp.window.push_back(batch.take());
   }
   s.front = front;
-  for (std::uint32_t il = 0; il < s.layers.size(); ++il) {
-    for (std::uint32_t i = 0; i < n; ++i) {
-      const auto [page, slot] = s.locate(il, i);
-      for (std::uint32_t h = 0; h < cfg.n_kv_heads; ++h) {
-        std::memcpy(s.k_row(page, slot, h), r.need(row_bytes, "K rows"), row_bytes);
-        std::memcpy(s.v_row(page, slot, h), r.need(row_bytes, "V rows"), row_bytes);
+  if (version < 3) {
+    // One f32 or f16 dtype (checked with the config), rows per token: copy them into their slots.
+    const std::size_t row_bytes = s.lay(Region::window).row_bytes();
+    for (std::uint32_t il = 0; il < s.layers.size(); ++il) {
+      for (std::uint32_t i = 0; i < n; ++i) {
+        const State::Where w = s.locate(il, i);
+        const PageLayout& lay = s.lay(w.region);
+        for (std::uint32_t h = 0; h < cfg.n_kv_heads; ++h) {
+          std::memcpy(s.pool->data(w.page) + lay.k_offset(h, w.slot), r.need(row_bytes, "K rows"), row_bytes);
+          std::memcpy(s.pool->data(w.page) + lay.v_offset(h, w.slot), r.need(row_bytes, "V rows"), row_bytes);
+        }
       }
     }
   }
+  for (std::uint32_t il = 0; il < s.layers.size() && version >= 3; ++il) {
+    detail::LayerPages& lp = s.layers[il];
+    for (PageId id : lp.pinned) {
+      const std::size_t b = s.lay(Region::pinned).page_bytes();
+      std::memcpy(s.pool->data(id), r.need(b, "pinned pages"), b);
+    }
+    for (PageId id : lp.window) {
+      const std::size_t b = s.lay(Region::window).page_bytes();
+      std::memcpy(s.pool->data(id), r.need(b, "window pages"), b);
+    }
+    for (Region rg : {Region::pinned, Region::window}) {
+      if (s.lay(rg).dtype != DType::q4) continue;
+      const bool pinned = rg == Region::pinned;
+      const std::uint32_t P = s.P(rg);
+      const std::size_t pages = pinned ? pinned_pages : window_pages;
+      const std::uint32_t slots = pinned ? n_pinned : window_slots;
+      const auto staged = r.get<std::uint32_t>("staged key rows");
+      if (staged > 0 && (pages == 0 || staged > slots - (pages - 1) * P))
+        r.fail("staged key rows " + std::to_string(staged) + " exceed the rows of the last page");
+      detail::KeyStage& st = s.stage(il, rg);
+      if (pages > 0) st.rows.resize(std::size_t{P} * s.token_floats());
+      st.n = staged;
+      st.page = pages > 0 ? (pinned ? lp.pinned.back() : lp.window.back()) : 0;
+      const std::size_t row_bytes = std::size_t{staged} * cfg.head_dim * sizeof(std::uint16_t);
+      for (std::uint32_t h = 0; h < cfg.n_kv_heads; ++h) {
+        const std::byte* src = r.need(row_bytes, "staged key rows");
+        if (row_bytes > 0) std::memcpy(st.rows.data() + std::size_t{h} * P * cfg.head_dim, src, row_bytes);
+      }
+    }
+  }
+  if (r.remaining() != 0) r.fail(std::to_string(r.remaining()) + " bytes left over after the page data");
   s.peak_bytes = std::max(s.peak_bytes, s.pages_held() * s.pool->page_bytes());
   *this = std::move(fresh);
 }

@@ -32,7 +32,11 @@ class PageBatch {
   PageBatch& operator=(const PageBatch&) = delete;
   void acquire(std::size_t n) {
     ids_.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) ids_.push_back(pool_.allocate());  // throws PoolExhausted
+    for (std::size_t i = 0; i < n; ++i) {
+      ids_.push_back(pool_.allocate());  // throws PoolExhausted
+      // Zeroed, so no byte of an earlier user of the page reaches a snapshot.
+      std::memset(pool_.data(ids_.back()), 0, pool_.page_bytes());
+    }
   }
   PageId take() {
     assert(!ids_.empty());
@@ -47,39 +51,60 @@ class PageBatch {
   std::vector<PageId> ids_;
 };
 
+// Which part of the cache a page belongs to; the two may differ in dtype and page geometry.
+enum class Region : std::uint8_t { pinned = 0, window = 1 };
+
+// The f16 copy of the keys of the q4 page of one region of one layer that is being filled (see
+// StreamConfig): rows [0, n) of `page`, head-major (head h, slot r at (h * P + r) * head_dim).
+struct KeyStage {
+  PageId page = 0;
+  std::uint32_t n = 0;  // 0: nothing staged
+  std::vector<std::uint16_t> rows;
+};
+
 }  // namespace detail
 
 struct StreamCache::State {
+  using Region = detail::Region;
   std::shared_ptr<PagePool> pool;
   StreamConfig config;
-  PageLayout layout;
+  PageLayout layouts[2];  // indexed by Region
   std::unique_ptr<Policy> policy;
   std::vector<detail::LayerPages> layers;
-  std::vector<TokenMeta> pinned;      // pinned tokens, cache order (= original order)
-  std::deque<TokenMeta> window;       // window tokens, cache order (consecutive positions)
-  std::vector<float> pinned_state;    // observer state rows of pinned tokens
-  detail::RowRing window_state;       // observer state rows of window tokens
-  std::uint32_t front = 0;            // slot of window[0] in layers[*].window.front()
-  std::uint64_t seen = 0;             // tokens ever admitted
-  std::uint64_t evicted = 0;          // tokens dropped
-  std::uint32_t pending_pinned = 0;   // pending tokens at the end of `pinned`
-  std::uint32_t pending_window = 0;   // pending tokens at the end of `window`
-  std::vector<std::uint8_t> written;  // per layer: pending tokens' K/V written
+  std::vector<detail::KeyStage> stages;  // 2 per layer (by Region), used by q4 regions only
+  std::vector<TokenMeta> pinned;         // pinned tokens, cache order (= original order)
+  std::deque<TokenMeta> window;          // window tokens, cache order (consecutive positions)
+  std::vector<float> pinned_state;       // observer state rows of pinned tokens
+  detail::RowRing window_state;          // observer state rows of window tokens
+  std::uint32_t front = 0;               // slot of window[0] in layers[*].window.front()
+  std::uint64_t seen = 0;                // tokens ever admitted
+  std::uint64_t evicted = 0;             // tokens dropped
+  std::uint32_t pending_pinned = 0;      // pending tokens at the end of `pinned`
+  std::uint32_t pending_window = 0;      // pending tokens at the end of `window`
+  std::vector<std::uint8_t> written;     // per layer: pending tokens' K/V written
   std::size_t peak_bytes = 0;
-  std::vector<float> row;         // scratch: one head row
-  std::vector<float> token_rows;  // scratch: all KV heads of one token
-  RopeAngles rope;                // cos/sin of the last position keys were rotated by
+  std::vector<float> token_rows;      // scratch: all KV heads of one token
+  std::vector<float> move_k, move_v;  // scratch: K/V of tokens being moved
+  std::vector<float> q4_rows;         // scratch: one head's keys of a q4 page being re-quantised
+  RopeAngles rope;                    // cos/sin of the last position keys were rotated by
 
-  std::uint32_t P() const { return layout.page_tokens; }
+  const PageLayout& lay(Region r) const { return layouts[static_cast<int>(r)]; }
+  std::uint32_t P(Region r) const { return lay(r).page_tokens; }
   std::uint32_t n_kept() const { return static_cast<std::uint32_t>(pinned.size() + window.size()); }
   bool reindexed() const { return config.positions == PositionMode::reindexed; }
+  std::size_t token_floats() const { return std::size_t{config.n_kv_heads} * config.head_dim; }
 
-  // Page and slot of cache index `i` in layer `il`.
-  std::pair<PageId, std::uint32_t> locate(std::uint32_t il, std::uint32_t i) const {
+  struct Where {
+    Region region;
+    PageId page;
+    std::uint32_t slot;
+  };
+  // Region, page and slot of cache index `i` in layer `il`.
+  Where locate(std::uint32_t il, std::uint32_t i) const {
     const detail::LayerPages& lp = layers[il];
-    if (i < pinned.size()) return {lp.pinned[i / P()], i % P()};
+    if (i < pinned.size()) return {Region::pinned, lp.pinned[i / P(Region::pinned)], i % P(Region::pinned)};
     const std::uint32_t g = front + (i - static_cast<std::uint32_t>(pinned.size()));
-    return {lp.window[g / P()], g % P()};
+    return {Region::window, lp.window[g / P(Region::window)], g % P(Region::window)};
   }
   // Metadata of cache index `i`: pinned tokens first, then the window.
   TokenMeta& meta(std::uint32_t i) { return i < pinned.size() ? pinned[i] : window[i - pinned.size()]; }
@@ -91,43 +116,26 @@ struct StreamCache::State {
     return i < pinned.size() && reindexed() ? std::int64_t{i} : meta(i).pos;
   }
   std::int64_t cache_pos(std::uint32_t i) const { return reindexed() ? std::int64_t{i} : meta(i).pos; }
-  std::byte* k_row(PageId page, std::uint32_t slot, std::uint32_t h) const {
-    return pool->data(page) + layout.k_offset(h, slot);
+  detail::KeyStage& stage(std::uint32_t il, Region r) { return stages[2 * il + static_cast<std::size_t>(r)]; }
+  const detail::KeyStage& stage(std::uint32_t il, Region r) const {
+    return stages[2 * il + static_cast<std::size_t>(r)];
   }
-  std::byte* v_row(PageId page, std::uint32_t slot, std::uint32_t h) const {
-    return pool->data(page) + layout.v_offset(h, slot);
-  }
-  void load(const std::byte* src, float* dst) const {
-    if (layout.dtype == DType::f32) {
-      std::memcpy(dst, src, std::size_t{layout.head_dim} * 4);
-    } else {
-      const auto* h = reinterpret_cast<const std::uint16_t*>(src);
-      convert_f16_to_f32({h, layout.head_dim}, {dst, layout.head_dim});
-    }
-  }
-  void store(const float* src, std::byte* dst) const {
-    if (layout.dtype == DType::f32) {
-      std::memcpy(dst, src, std::size_t{layout.head_dim} * 4);
-    } else {
-      auto* h = reinterpret_cast<std::uint16_t*>(dst);
-      convert_f32_to_f16({src, layout.head_dim}, {h, layout.head_dim});
-    }
-  }
-  // Copies one token's K and V rows between slots, re-rotating K by `shift` positions.
-  void move_token(PageId from, std::uint32_t from_slot, PageId to, std::uint32_t to_slot,
-                  std::int64_t shift) {
-    const std::size_t row_bytes = std::size_t{layout.head_dim} * dtype_bytes(layout.dtype);
-    for (std::uint32_t h = 0; h < layout.n_kv_heads; ++h) {
-      if (shift == 0 || config.rope.style == RopeStyle::none) {
-        std::memmove(k_row(to, to_slot, h), k_row(from, from_slot, h), row_bytes);
-      } else {
-        load(k_row(from, from_slot, h), row.data());
-        rope_rotate(config.rope, layout.head_dim, static_cast<double>(shift), row);
-        store(row.data(), k_row(to, to_slot, h));
-      }
-      std::memmove(v_row(to, to_slot, h), v_row(from, from_slot, h), row_bytes);
-    }
-  }
+
+  // Dequantised key / value of one head of one slot, as stored in the page (what attention sees).
+  void load_k(const Where& w, std::uint32_t h, float* out) const;
+  void load_v(const Where& w, std::uint32_t h, float* out) const;
+  // Like load_k, but a q4 key of a page being filled comes from its f16 copy.
+  void source_k(std::uint32_t il, const Where& w, std::uint32_t h, float* out) const;
+  // Stores one token (all heads; k already rotated) in slot w of layer il. Slots of a page are
+  // written in order from 0 (q4 keys re-quantise the page's rows [0, slot]).
+  void write_token(std::uint32_t il, const Where& w, const float* k, const float* v);
+  // Copies a token of layer il from slot `from` to slot `to` (any regions), re-rotating its key by
+  // `shift` positions; the destination re-quantises it at its own dtype.
+  void move_token(std::uint32_t il, const Where& from, const Where& to, std::int64_t shift);
+  // Removes pinned token `index`: later pinned tokens move down a slot (and, reindexed, a position).
+  void compact_pinned(std::uint32_t index);
+  std::size_t staging_bytes() const;
+
   std::size_t pages_held() const {
     if (layers.empty()) return 0;
     return layers.size() * (layers[0].pinned.size() + layers[0].window.size());

@@ -87,7 +87,12 @@ StreamConfig fuzz_config(FuzzedDataProvider& in) {
     const auto b = in.ConsumeIntegral<std::uint8_t>();
     return b < 250 ? static_cast<std::uint8_t>(b % n_valid) : b;
   };
-  c.dtype = static_cast<DType>(enum_byte(2));
+  // One byte for both dtypes, so seed programs keep their meaning: the window's is the byte mod 4,
+  // the pinned region's (the byte / 4) mod 5, where 0 leaves it unset (= the window's).
+  const std::uint8_t dtype_byte = enum_byte(4 * 5);
+  c.dtype = static_cast<DType>(dtype_byte < 250 ? dtype_byte % 4 : dtype_byte);
+  if (dtype_byte < 250 && dtype_byte / 4 % 5 != 0)
+    c.pinned_dtype = static_cast<DType>(dtype_byte / 4 % 5 - 1);
   c.positions = static_cast<PositionMode>(enum_byte(2));
   c.rope.style = static_cast<RopeStyle>(enum_byte(3));
   c.rope.theta =
@@ -257,7 +262,7 @@ void op_round_trip(World& w, std::size_t a, std::size_t b) {
                x.policy.kind != y.policy.kind || x.policy.budget != y.policy.budget ||
                x.policy.sinks != y.policy.sinks || x.policy.hidden_sinks != y.policy.hidden_sinks ||
                x.policy.heavy != y.policy.heavy || x.policy.min_sink_heads != y.policy.min_sink_heads ||
-               x.token_state_floats != y.token_state_floats);
+               x.token_state_floats != y.token_state_floats || x.pinned() != y.pinned());
     throw;
   }
   FUZZ_CHECK(stream_fingerprint(dst, true) == saved);

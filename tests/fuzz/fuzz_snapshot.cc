@@ -34,13 +34,13 @@ T load_at(const std::vector<std::uint8_t>& d, std::size_t off) {
 // The config as it sits at offset 16 of the snapshot (see stream_snapshot.cc), if the input is
 // long enough and the sizes small enough to keep a run in milliseconds.
 std::optional<StreamConfig> header_config(const std::vector<std::uint8_t>& d) {
-  if (d.size() < 66) return std::nullopt;
+  if (d.size() < 67) return std::nullopt;
   StreamConfig c;
   c.n_layers = load_at<std::uint32_t>(d, 16);
   c.n_kv_heads = load_at<std::uint32_t>(d, 20);
   c.head_dim = load_at<std::uint32_t>(d, 24);
   c.page_tokens = load_at<std::uint32_t>(d, 28);
-  c.dtype = static_cast<DType>(d[32] % 2);             // the enums' valid values only: this target is
+  c.dtype = static_cast<DType>(d[32] % 4);             // the enums' valid values only: this target is
   c.positions = static_cast<PositionMode>(d[33] % 2);  // about the file, fuzz_api about configs
   c.rope.style = static_cast<RopeStyle>(d[34] % 3);
   c.policy.kind = static_cast<PolicyKind>(d[35] % 5);
@@ -51,6 +51,7 @@ std::optional<StreamConfig> header_config(const std::vector<std::uint8_t>& d) {
   c.policy.heavy = load_at<std::uint32_t>(d, 56);
   c.policy.min_sink_heads = load_at<std::uint16_t>(d, 60);
   c.token_state_floats = load_at<std::uint32_t>(d, 62);
+  c.pinned_dtype = static_cast<DType>(d[66] % 4);
   if (c.n_layers > 4 || c.n_kv_heads > 4 || c.head_dim > 64 || c.page_tokens > 64 ||
       c.token_state_floats > 64) {
     return std::nullopt;

@@ -150,6 +150,20 @@ void snapshot_seeds(const fs::path& dir) {
   c.rope.style = RopeStyle::half_split;
   c.policy = PolicyConfig::full();
   snapshot_seed(dir, "full_half_split.snap", c, 1, 6);
+
+  c.n_kv_heads = 2;
+  c.head_dim = 4;
+  c.page_tokens = 4;
+  c.dtype = DType::q4;
+  c.pinned_dtype = DType::f16;
+  c.rope.style = RopeStyle::adjacent_pairs;
+  c.policy = PolicyConfig::heavy_hitters(2, 9);
+  snapshot_seed(dir, "h2o_q4_f16_pinned.snap", c, 1, 14);
+
+  c.dtype = DType::q8;
+  c.pinned_dtype.reset();
+  c.policy = PolicyConfig::streaming(2, 7);
+  snapshot_seed(dir, "sinks_q8.snap", c, 2, 11);
 }
 
 // fuzz_api inputs are read through FuzzedDataProvider, which takes integers from the END of the

@@ -102,6 +102,23 @@ def test_sweep(a, tmp):
     check([(r["policy"], r["budget"]) for r in rows] == [("full", ""), ("sinks", "32")], f"full rows: {rows}")
     check(not os.path.exists(os.path.join(out2, "sweep.png")), "a PNG without python?")
 
+    # The dtype axis: one row per dtype, each equal to `ppl` with that --kv-dtype and --pinned-dtype,
+    # and kv_bytes (pages + q4 key copies) shrinking with the dtype.
+    out3 = os.path.join(tmp, "sweep3")
+    run([a.kvstream, "sweep", *model, "--text", a.text, "--max-tokens", "150", "--policies", "sinks",
+         "--budgets", "48", "--kv-dtypes", "f32,q8,q4", "--pinned-dtype", "f16", "--no-plot", "--out", out3])
+    with open(os.path.join(out3, "sweep.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    check([(r["kv_dtype"], r["pinned_dtype"]) for r in rows] == [("f32", "f16"), ("q8", "f16"), ("q4", "f16")],
+          f"dtype rows: {rows}")
+    sizes = [int(r["kv_bytes"]) for r in rows]
+    check(sizes[0] > sizes[1] > sizes[2] > 0, f"kv_bytes by dtype: {sizes}")
+    check(int(rows[2]["kv_staging_bytes"]) > 0 and int(rows[1]["kv_staging_bytes"]) == 0, "staging bytes")
+    ppl = json.loads(run([a.kvstream, "ppl", *model, "--text", a.text, "--max-tokens", "150", "--policy", "sinks",
+                          "--budget", "48", "--kv-dtype", "q4", "--pinned-dtype", "f16", "--json"]).stdout)
+    check(ppl["ppl"] == float(rows[2]["ppl"]) and ppl["kv_bytes_used"] == sizes[2],
+          f"q4 point {rows[2]} != ppl {ppl['ppl']!r} / {ppl['kv_bytes_used']}")
+
     # A bad grid point fails up front with one line naming it.
     p = run([a.kvstream, "sweep", *model, "--text", a.text, "--max-tokens", "100", "--policies", "sinks",
              "--budgets", "4", "--out", os.path.join(tmp, "bad")], expect=1)

@@ -4,6 +4,7 @@
 #include "llama/gguf_file.h"
 
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
@@ -98,6 +99,13 @@ TEST_CASE("gguf: stories260K.gguf has the llama2.c model's shape") {
   CHECK(m.row_bytes == 172 * 4);
   CHECK(m.bytes() == f->find_tensor("blk.4.ffn_down.weight")->data.size());
   CHECK(f->find_tensor("no.such.tensor") == nullptr);
+  const std::vector<std::uint64_t> q = {64, 64}, k = {64, 32};
+  CHECK(&f->require_tensor("blk.0.attn_q.weight", q) == f->find_tensor("blk.0.attn_q.weight"));
+  const std::string shape = key_error([&] { (void)f->require_tensor("blk.0.attn_k.weight", q); });
+  CHECK(contains(shape, gguf_model_path().string()));
+  CHECK(contains(shape, "tensor 'blk.0.attn_k.weight': dims [64, 32], expected [64, 64]"));
+  CHECK(contains(key_error([&] { (void)f->require_tensor("blk.5.attn_k.weight", k); }),
+                 "tensor 'blk.5.attn_k.weight' is missing"));
 }
 
 TEST_CASE("gguf: stories260K.gguf holds the llama2.c checkpoint's weights") {
@@ -327,11 +335,13 @@ TEST_CASE("gguf: the writer refuses what it cannot write faithfully") {
   CHECK_THROWS_AS(w.add_tensor("r", GgmlType::q8_0, d5, b34), InvalidArgument);
   CHECK_THROWS_AS(w.add_tensor("r", GgmlType::q8_0, d32, std::span(b34).first(33)), InvalidArgument);
   CHECK_THROWS_AS(w.add_tensor("", GgmlType::q8_0, d32, b34), InvalidArgument);
+  CHECK_THROWS_AS(w.add_tensor(std::string(64, 'n'), GgmlType::q8_0, d32, b34), InvalidArgument);
+  w.add_tensor(std::string(63, 'n'), GgmlType::q8_0, d32, b34);
   // The failed calls changed nothing.
   const TempFile file("gguf_refused", w.bytes());
   const auto f = GgufFile::open(file.path());
   CHECK(f->keys().size() == 1);
-  CHECK(f->tensors().size() == 1);
+  CHECK(f->tensors().size() == 2);
 }
 
 TEST_CASE("gguf: a missing file is an Error naming it") {
@@ -346,6 +356,16 @@ TEST_CASE("gguf: a missing file is an Error naming it") {
     CHECK(contains(e.what(), "not found"));
   }
   CHECK_THROWS_AS((void)GgufFile::open(std::filesystem::temp_directory_path()), Error);
+  // A FIFO is refused at once (opening it must not wait for a writer).
+  const TempFile placeholder("gguf_fifo", {});
+  std::filesystem::remove(placeholder.path());
+  REQUIRE(::mkfifo(placeholder.path().c_str(), 0600) == 0);
+  try {
+    (void)GgufFile::open(placeholder.path());
+    FAIL("opened a FIFO");
+  } catch (const Error& e) {
+    CHECK(contains(e.what(), "not a regular file"));
+  }
 }
 
 }  // namespace kvcache::llama::test

@@ -204,4 +204,24 @@ TEST_CASE("tokenizer: vocab mismatch with the model is reported") {
   CHECK(contains(load_error(good, 100), "vocab"));
 }
 
+TEST_CASE("tokenizer: usable through TextTokenizer with the same results") {
+  const Tokenizer& t = tok512();
+  const TextTokenizer& tt = t;
+  CHECK(tt.encode("Once upon a time", true, false, true) == t.encode("Once upon a time", true, false));
+  CHECK(tt.vocab_size() == 512);
+  CHECK(tt.bos() == Tokenizer::kBos);
+  CHECK(tt.eos() == Tokenizer::kEos);
+  CHECK(tt.add_bos_default());
+  CHECK(tt.kind(0) == TokenKind::unknown);
+  CHECK(tt.is_control(1));
+  CHECK(tt.is_control(2));
+  CHECK(tt.kind(3) == TokenKind::byte);
+  CHECK(tt.kind(258) == TokenKind::byte);
+  CHECK(tt.kind(259) == TokenKind::normal);
+  CHECK_THROWS_AS(tt.kind(512), InvalidArgument);
+  CHECK(tt.model() == "llama2.c");
+  CHECK(tt.decode(-1, 403) == "Once");  // start of text: the dummy prefix's space is dropped
+  CHECK(tt.piece(403) == t.piece(403));
+}
+
 }  // namespace kvcache::llama::test
