@@ -5,6 +5,11 @@
 #include <algorithm>
 
 #include "kvcache/dtype.h"
+#include "kvcache/error.h"
+#include "llama/gguf_file.h"
+#include "llama/gguf_model.h"
+#include "llama/gguf_tokenizer.h"
+#include "llama/model_file.h"
 #include "llama/model_paths.h"
 
 namespace kvstream {
@@ -12,12 +17,16 @@ namespace kvstream {
 void add_common_options(CLI::App& app, CommonOptions& o, bool policy_flags) {
   app.add_option(
       "--model", o.model,
-      "llama2.c checkpoint (.bin). Default: $KVCACHE_MODEL, else models/stories260K.bin in the repo, "
-      "else ../shared/models/stories260K.bin next to the repo");
+      "model file: a GGUF file (llama.cpp's format; architectures llama and qwen2, tensor types f32, f16, "
+      "bf16, q8_0, q4_0, q4_K, q6_K; its tokenizer comes from the file) or a llama2.c checkpoint (.bin), "
+      "told "
+      "apart by the magic. Default: $KVCACHE_MODEL, else models/stories260K.bin in the repo, else "
+      "../shared/models/stories260K.bin next to the repo");
   app.add_option(
       "--tokenizer", o.tokenizer,
-      "llama2.c tokenizer (.bin). Default: $KVCACHE_TOKENIZER, else models/tok512.bin in the repo, "
-      "else ../shared/models/tok512.bin next to the repo");
+      "llama2.c tokenizer (.bin), for a llama2.c checkpoint only (an error with a GGUF model, which has "
+      "its own). Default: $KVCACHE_TOKENIZER, else models/tok512.bin in the repo, else "
+      "../shared/models/tok512.bin next to the repo");
   if (policy_flags) {
     app.add_option(
            "--policy", o.policy,
@@ -147,11 +156,30 @@ kvcache::llama::CacheOptions cache_options(const CommonOptions& o, const kvcache
 }
 
 LoadedModel load_model(const CommonOptions& o) {
-  const auto model = kvcache::llama::resolve_model(o.model);
-  const auto tok = kvcache::llama::resolve_tokenizer(o.tokenizer);
-  auto checkpoint = kvcache::llama::Checkpoint::load(model.path);
-  auto tokenizer = kvcache::llama::Tokenizer::load(tok.path, checkpoint->config().vocab_size);
-  return {std::move(checkpoint), std::move(tokenizer), model.source, tok.source};
+  namespace ll = kvcache::llama;
+  const auto model = ll::resolve_model(o.model);
+  if (ll::detect_model_format(model.path) == ll::ModelFormat::gguf) {
+    // One file, one vocabulary: a second tokenizer could only disagree with the model's.
+    if (!o.tokenizer.empty()) {
+      throw kvcache::InvalidArgument(fmt::format(
+          "--tokenizer {} cannot be used with the GGUF model {}: a GGUF file carries its own tokenizer "
+          "(tokenizer.ggml.*); leave --tokenizer out",
+          o.tokenizer, model.path.string()));
+    }
+    auto file = ll::GgufFile::open(model.path);
+    auto weights = ll::load_gguf_model(file);
+    std::shared_ptr<const ll::TextTokenizer> tokenizer = ll::load_gguf_tokenizer(*file);
+    if (tokenizer->vocab_size() > weights->config.vocab_size) {
+      file->fail(fmt::format("the tokenizer has {} tokens, more than the model's {} embedding rows",
+                             tokenizer->vocab_size(), weights->config.vocab_size));
+    }
+    return {std::move(weights), std::move(tokenizer), model.source, "model file (tokenizer.ggml.*)"};
+  }
+  const auto tok = ll::resolve_tokenizer(o.tokenizer);
+  auto weights = ll::checkpoint_weights(ll::Checkpoint::load(model.path));
+  auto tokenizer =
+      std::make_shared<const ll::Tokenizer>(ll::Tokenizer::load(tok.path, weights->config.vocab_size));
+  return {std::move(weights), std::move(tokenizer), model.source, tok.source};
 }
 
 nlohmann::json policy_json(const CommonOptions& o, const kvcache::llama::ModelConfig& model) {
@@ -218,6 +246,68 @@ std::string policy_summary(const CommonOptions& o, const kvcache::llama::ModelCo
   const std::string kv =
       pinned_dtype(o) == o.kv_dtype ? o.kv_dtype : fmt::format("{} ({} pinned)", o.kv_dtype, pinned_dtype(o));
   return fmt::format("policy {}, {} positions, {} KV, {}-token pages", p, o.positions, kv, o.page_tokens);
+}
+
+namespace {
+
+const char* rope_style_name(kvcache::RopeStyle s) {
+  switch (s) {
+    case kvcache::RopeStyle::none:
+      return "none";
+    case kvcache::RopeStyle::adjacent_pairs:
+      return "adjacent_pairs";
+    case kvcache::RopeStyle::half_split:
+      return "half_split";
+  }
+  return "?";
+}
+
+}  // namespace
+
+nlohmann::json model_json(const LoadedModel& m) {
+  const kvcache::llama::ModelWeights& w = *m.weights;
+  const kvcache::llama::ModelConfig& c = w.config;
+  nlohmann::json types = nlohmann::json::object();
+  for (const auto& [type, count] : w.tensor_types)
+    types[std::string(kvcache::llama::ggml_type_name(type))] = count;
+  nlohmann::json j;
+  j["path"] = w.path.string();
+  j["format"] = w.format;
+  j["architecture"] = std::string(kvcache::llama::architecture_name(c.arch));
+  j["tensor_types"] = std::move(types);
+  j["weight_bytes"] = w.weight_bytes();
+  j["n_layers"] = c.n_layers;
+  j["dim"] = c.dim;
+  j["hidden_dim"] = c.hidden_dim;
+  j["n_heads"] = c.n_heads;
+  j["n_kv_heads"] = c.n_kv_heads;
+  j["vocab_size"] = c.vocab_size;
+  j["context_length"] = c.seq_len;
+  j["tied_output"] = c.shared_classifier;
+  j["rope"] = {{"style", rope_style_name(c.rope.style)},
+               {"theta", c.rope.theta},
+               {"freq_factors", !c.rope.freq_factors.empty()}};
+  j["rms_eps"] = c.rms_eps;
+  j["tokenizer"] = {{"model", std::string(m.tokenizer->model())},
+                    {"pre", std::string(m.tokenizer->pre())},
+                    {"vocab_size", m.tokenizer->vocab_size()},
+                    {"bos", m.tokenizer->bos()},
+                    {"eos", m.tokenizer->eos()},
+                    {"add_bos", m.tokenizer->add_bos_default()},
+                    {"source", m.tokenizer_source}};
+  return j;
+}
+
+std::string model_summary(const LoadedModel& m) {
+  const kvcache::llama::ModelWeights& w = *m.weights;
+  const kvcache::llama::ModelConfig& c = w.config;
+  return fmt::format(
+      "{} {}, {} layers, dim {}, {} heads ({} KV), vocab {}, rope {} theta {}{}; tensors {}; {}", w.format,
+      kvcache::llama::architecture_name(c.arch), c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.vocab_size,
+      rope_style_name(c.rope.style), c.rope.theta,
+      c.rope.freq_factors.empty() ? "" : " with frequency factors", w.tensor_type_summary(),
+      fmt::format("tokenizer {}{}", m.tokenizer->model(),
+                  m.tokenizer->pre().empty() ? std::string() : " (" + std::string(m.tokenizer->pre()) + ")"));
 }
 
 }  // namespace kvstream

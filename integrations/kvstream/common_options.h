@@ -10,6 +10,7 @@
 
 #include "llama/checkpoint.h"
 #include "llama/model.h"
+#include "llama/text_tokenizer.h"
 #include "llama/tokenizer.h"
 
 namespace kvstream {
@@ -48,13 +49,23 @@ std::string pinned_dtype(const CommonOptions& opts);
 
 /// Model, tokenizer and where they came from.
 struct LoadedModel {
-  std::shared_ptr<const kvcache::llama::Checkpoint> checkpoint;
-  kvcache::llama::Tokenizer tokenizer;
+  std::shared_ptr<const kvcache::llama::ModelWeights> weights;
+  /// The GGUF file's own tokenizer, or the llama2.c tokenizer file's.
+  std::shared_ptr<const kvcache::llama::TextTokenizer> tokenizer;
   std::string model_source, tokenizer_source;  ///< "flag", "env KVCACHE_MODEL", ...
 };
 
-/// Resolves and loads both files (throws kvcache::Error / FormatError naming the file).
+/// Resolves and loads the model and its tokenizer: from the one GGUF file (then --tokenizer is an
+/// InvalidArgument), or from a llama2.c checkpoint and tokenizer file. Throws kvcache::Error /
+/// FormatError naming the file.
 LoadedModel load_model(const CommonOptions& opts);
+
+/// The model as reports describe it: path, format ("llama2.c" / "gguf"), architecture, tensor
+/// types with their counts, the hyper-parameters and the tokenizer.
+nlohmann::json model_json(const LoadedModel& model);
+/// One line: "gguf llama, 5 layers, dim 64, 8 heads (4 KV), vocab 512, rope adjacent_pairs theta
+/// 10000; tensors f32 x48; tokenizer llama".
+std::string model_summary(const LoadedModel& model);
 
 /// policy, budget, sinks, window (tokens; null where the policy has none), positions, kv_dtype,
 /// page_tokens: the cache description both subcommands report.

@@ -14,7 +14,6 @@
 namespace kvstream {
 
 using Clock = std::chrono::steady_clock;
-using kvcache::llama::Tokenizer;
 
 CLI::App* add_generate_command(CLI::App& app, GenerateOptions& o) {
   CLI::App* cmd = app.add_subcommand("generate",
@@ -75,22 +74,23 @@ void print_stats(const char* tag, const kvcache::llama::Decoder& dec, std::uint6
 
 int run_generate(const GenerateOptions& o) {
   const LoadedModel m = load_model(o.common);
-  kvcache::llama::Decoder dec(m.checkpoint, cache_options(o.common, m.checkpoint->config()));
+  kvcache::llama::Decoder dec(m.weights, cache_options(o.common, m.weights->config));
   const std::uint64_t seed =
       o.seed ? *o.seed : (std::uint64_t{std::random_device{}()} << 32) | std::random_device{}();
   kvcache::llama::Sampler sampler({o.temperature, o.top_p, seed});
   if (!o.quiet) {
-    std::fprintf(stderr, "[kvstream] model %s (%s), %s; seed %llu\n", m.checkpoint->path().string().c_str(),
-                 m.model_source.c_str(), policy_summary(o.common, m.checkpoint->config()).c_str(),
-                 static_cast<unsigned long long>(seed));
+    std::fprintf(stderr, "[kvstream] model %s (%s): %s\n[kvstream] %s; seed %llu\n",
+                 m.weights->path.string().c_str(), m.model_source.c_str(), model_summary(m).c_str(),
+                 policy_summary(o.common, m.weights->config).c_str(), static_cast<unsigned long long>(seed));
   }
 
   install_signal_handlers();
   TextOut out;
-  const std::vector<std::int32_t> prompt = m.tokenizer.encode(o.prompt, true, false);
+  const std::vector<std::int32_t> prompt =
+      m.tokenizer->encode(o.prompt, m.tokenizer->add_bos_default(), false, false);
   bool open = true;
   for (std::size_t i = 1; i < prompt.size() && open; ++i)
-    open = out.write(m.tokenizer.decode(prompt[i - 1], prompt[i]));
+    open = out.write(m.tokenizer->decode(prompt[i - 1], prompt[i]));
 
   Progress progress;
   std::span<const float> logits = dec.prefill(prompt);
@@ -99,8 +99,9 @@ int run_generate(const GenerateOptions& o) {
   const auto stats_period = std::chrono::duration<double>(o.stats_seconds);
   while (open && !interrupted() && (o.n == 0 || generated < o.n)) {
     const std::int32_t next = sampler.sample(logits);
-    // BOS means the model ended a story and starts another: show it as a blank line.
-    open = out.write(next == Tokenizer::kBos ? std::string_view("\n\n") : m.tokenizer.decode(prev, next));
+    // BOS or EOS means the model ended a text and starts another: show it as a blank line.
+    const bool boundary = next == m.tokenizer->bos() || next == m.tokenizer->eos();
+    open = out.write(boundary ? std::string_view("\n\n") : m.tokenizer->decode(prev, next));
     ++generated;
     if (!o.quiet) {
       const bool due = o.stats_tokens > 0

@@ -154,7 +154,7 @@ SinkScan find_sinks(kvcache::llama::Decoder& dec, const Recording& r, std::uint3
   return scan;
 }
 
-std::string piece_of(const kvcache::llama::Tokenizer& tok, std::int32_t token) {
+std::string piece_of(const kvcache::llama::TextTokenizer& tok, std::int32_t token) {
   return std::string(tok.piece(token));
 }
 
@@ -197,10 +197,10 @@ int run_inspect(const InspectOptions& o) {
         "inspect records every query x key attention: at most {} tokens, {} has {} (use --max-tokens)",
         kMaxInspectTokens, o.input.source(), tokens.size()));
   }
-  const kvcache::llama::ModelConfig& config = m.checkpoint->config();
+  const kvcache::llama::ModelConfig& config = m.weights->config;
   kvcache::llama::CacheOptions cache = cache_options(o.common, config);
   cache.force_detector = true;  // the detector's verdict at the end is the sink report
-  kvcache::llama::Decoder dec(m.checkpoint, cache);
+  kvcache::llama::Decoder dec(m.weights, cache);
   const std::filesystem::path out(o.out_dir);
   std::error_code ec;
   std::filesystem::create_directories(out, ec);
@@ -223,6 +223,7 @@ int run_inspect(const InspectOptions& o) {
       "[head][query][key] per layer file; query and key are stream positions; NaN = key not "
       "visible to the query (future, or evicted by the policy)";
   meta["cache"] = policy_json(o.common, config);
+  meta["model"] = model_json(m);
   meta["files"] = nlohmann::json::array();
   const std::size_t layer_floats = std::size_t{r.n_heads} * r.n_tokens * r.n_tokens;
   for (std::uint32_t l = 0; l < r.n_layers; ++l) {
@@ -231,7 +232,7 @@ int run_inspect(const InspectOptions& o) {
     meta["files"].push_back(name);
   }
   meta["tokens"] = nlohmann::json::array();
-  for (std::int32_t t : tokens) meta["tokens"].push_back(piece_of(m.tokenizer, t));
+  for (std::int32_t t : tokens) meta["tokens"].push_back(piece_of(*m.tokenizer, t));
   write_json(out / "inspect.json", meta);
 
   // The sink report.
@@ -252,6 +253,7 @@ int run_inspect(const InspectOptions& o) {
   rep["min_age"] = o.min_age;
   rep["recent_left_out"] = scan.recent_left_out;
   rep["cache"] = policy_json(o.common, config);
+  rep["model"] = model_json(m);
   // The first --sinks positions whatever the rule says: StreamingLLM pins them blindly, so how
   // much attention they really draw in this model is the first thing to know.
   rep["initial_tokens"] = nlohmann::json::array();
@@ -267,7 +269,7 @@ int run_inspect(const InspectOptions& o) {
         std::find_if(sinks.begin(), sinks.end(), [&](const Sink& s) { return s.token.meta.pos == p; });
     rep["initial_tokens"].push_back({{"pos", p},
                                      {"token", tokens[p]},
-                                     {"piece", piece_of(m.tokenizer, tokens[p])},
+                                     {"piece", piece_of(*m.tokenizer, tokens[p])},
                                      {"mean_share", mean / pairs},
                                      {"max_share", mx},
                                      {"sink_heads", it == sinks.end() ? 0 : it->heads.size()}});
@@ -278,7 +280,7 @@ int run_inspect(const InspectOptions& o) {
     for (const auto& [l, h] : s.heads) heads.push_back({l, h});
     rep["sinks"].push_back({{"pos", s.token.meta.pos},
                             {"token", s.token.meta.token},
-                            {"piece", piece_of(m.tokenizer, s.token.meta.token)},
+                            {"piece", piece_of(*m.tokenizer, s.token.meta.token)},
                             {"kind", s.initial ? "initial" : "hidden"},
                             {"n_heads", s.heads.size()},
                             {"heads", std::move(heads)},
@@ -301,6 +303,7 @@ int run_inspect(const InspectOptions& o) {
 
   std::printf("inspect: %u tokens of %s, %u layers x %u heads\n", r.n_tokens, o.input.source().c_str(),
               r.n_layers, r.n_heads);
+  std::printf("model %s\n", model_summary(m).c_str());
   std::printf("%s\n", policy_summary(o.common, config).c_str());
   std::printf(
       "sinks after the last token (rule holds: attention EMA > %g x uniform share, in >= 1 of %u heads); "
@@ -309,7 +312,7 @@ int run_inspect(const InspectOptions& o) {
   std::printf("  %5s  %-14s %-8s %6s %7s %7s  %s\n", "pos", "token", "kind", "heads", "share", "max",
               "layer:heads");
   for (const Sink& s : sinks) {
-    const std::string piece = nlohmann::json(piece_of(m.tokenizer, s.token.meta.token))
+    const std::string piece = nlohmann::json(piece_of(*m.tokenizer, s.token.meta.token))
                                   .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     std::printf("  %5lld  %-14s %-8s %3zu/%-2u %6.1fx %6.1fx  %s\n", static_cast<long long>(s.token.meta.pos),
                 piece.c_str(), s.initial ? "initial" : "hidden", s.heads.size(), pairs, s.mean_share,

@@ -1,4 +1,4 @@
-// kvstream: infinite streaming generation and streaming perplexity on llama2.c models through the
+// kvstream: infinite streaming generation and streaming perplexity on GGUF and llama2.c models through the
 // kvcache library. See README.md in this folder.
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -27,8 +27,9 @@ void report(const char* kind, const std::string& what) {
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "kvstream: stream a llama2.c model through a paged KV cache with eviction (StreamingLLM sinks + "
-      "window).\n"
+      "kvstream: stream a GGUF (llama, qwen2) or llama2.c model through a paged KV cache with eviction "
+      "(StreamingLLM sinks + window).\n"
+      "A GGUF model brings its own tokenizer: --model file.gguf, no --tokenizer.\n"
       "Model files: --model/--tokenizer, else $KVCACHE_MODEL/$KVCACHE_TOKENIZER, else models/ in the repo, "
       "else\n"
       "../shared/models/ next to the repo (scripts/fetch_model.sh downloads stories260K.bin and "

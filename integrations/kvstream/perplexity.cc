@@ -49,7 +49,7 @@ void draw_progress(std::uint64_t done, std::uint64_t total, double nll_sum, doub
 
 // The tokens pinned at the end of the run and why: original position, token, reason, and the
 // detector's evidence (heads where the sink rule holds, accumulated attention).
-nlohmann::json pinned_json(const kvcache::llama::Decoder& dec, const kvcache::llama::Tokenizer& tok) {
+nlohmann::json pinned_json(const kvcache::llama::Decoder& dec, const kvcache::llama::TextTokenizer& tok) {
   nlohmann::json out = nlohmann::json::array();
   for (const kvcache::KeptToken& t : dec.cache().tokens()) {
     if (t.meta.pin == kvcache::PinReason::none) continue;
@@ -63,7 +63,7 @@ nlohmann::json pinned_json(const kvcache::llama::Decoder& dec, const kvcache::ll
   return out;
 }
 
-void print_pinned(const kvcache::llama::Decoder& dec, const kvcache::llama::Tokenizer& tok) {
+void print_pinned(const kvcache::llama::Decoder& dec, const kvcache::llama::TextTokenizer& tok) {
   const nlohmann::json pinned = pinned_json(dec, tok);
   if (pinned.empty()) return;
   std::printf("pinned at the end (position, token, reason, sink heads of %u, accumulated attention):\n",
@@ -82,7 +82,7 @@ int run_ppl(const PplOptions& o) {
   const LoadedModel m = load_model(o.common);
   const std::vector<std::int32_t> tokens = load_tokens(o.input, m, "ppl", 2);
 
-  kvcache::llama::Decoder dec(m.checkpoint, cache_options(o.common, m.checkpoint->config()));
+  kvcache::llama::Decoder dec(m.weights, cache_options(o.common, m.weights->config));
   install_signal_handlers();
   const bool progress = stderr_is_tty();
   const std::uint64_t n_scored = tokens.size() - 1;
@@ -106,7 +106,8 @@ int run_ppl(const PplOptions& o) {
   const kvcache::StreamStats& stats = r.stats;
   const double tps = r.tokens_per_second();
   if (o.json) {
-    nlohmann::json j = policy_json(o.common, m.checkpoint->config());
+    nlohmann::json j = policy_json(o.common, m.weights->config);
+    j["model"] = model_json(m);
     j["ppl"] = ppl;
     j["nll_mean"] = r.nll_mean();
     j["tokens_scored"] = scored;
@@ -124,13 +125,14 @@ int run_ppl(const PplOptions& o) {
     nlohmann::json segs = nlohmann::json::array();
     for (const Segment& s : segments) segs.push_back({{"begin", s.begin}, {"end", s.end}, {"ppl", s.ppl()}});
     j["segments"] = std::move(segs);
-    j["pinned"] = pinned_json(dec, m.tokenizer);
+    j["pinned"] = pinned_json(dec, *m.tokenizer);
     if (dec.detector() != nullptr) j["calibrated_pairs"] = dec.calibrated_pairs();
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("perplexity %.4f over %llu scored tokens%s\n", ppl, static_cast<unsigned long long>(scored),
                 scored == n_scored ? "" : " (interrupted)");
-    std::printf("%s\n", policy_summary(o.common, m.checkpoint->config()).c_str());
+    std::printf("model %s\n", model_summary(m).c_str());
+    std::printf("%s\n", policy_summary(o.common, m.weights->config).c_str());
     const std::string staging = stats.staging_bytes == 0 ? ""
                                                          : " + " + human_bytes(stats.staging_bytes) +
                                                                " f16 keys of q4 pages being filled";
@@ -141,7 +143,7 @@ int run_ppl(const PplOptions& o) {
       std::printf("  [%6llu, %6llu)  %8.3f\n", static_cast<unsigned long long>(s.begin),
                   static_cast<unsigned long long>(s.end), s.ppl());
     }
-    print_pinned(dec, m.tokenizer);
+    print_pinned(dec, *m.tokenizer);
   }
   return scored == n_scored ? 0 : 130;
 }

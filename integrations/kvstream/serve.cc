@@ -65,18 +65,17 @@ int run_serve(const ServeOptions& o) {
 
   const LoadedModel m = load_model(o.common);
   kvserve::EngineOptions e;
-  e.cache = cache_options(o.common, m.checkpoint->config());
+  e.cache = cache_options(o.common, m.weights->config);
   e.pool_bytes = static_cast<std::size_t>(o.pool_mib * 1024 * 1024);
   e.store = std::make_shared<kvserve::DirectoryStore>(o.state_dir);
   e.scratch_dir = o.state_dir;
   e.max_sessions = o.max_sessions;
   e.limits.max_tokens = o.max_tokens_limit;
-  e.model_name = m.checkpoint->path().stem().string();
+  e.model_name = m.weights->path.stem().string();
   std::fprintf(stderr, "[kvstream serve] model %s (%s), %s; KV pool %.1f MiB; sessions in %s\n",
-               m.checkpoint->path().string().c_str(), m.model_source.c_str(),
-               policy_summary(o.common, m.checkpoint->config()).c_str(), o.pool_mib,
-               e.store->describe().c_str());
-  kvserve::Engine engine(m.checkpoint, m.tokenizer, std::move(e));
+               m.weights->path.string().c_str(), m.model_source.c_str(),
+               policy_summary(o.common, m.weights->config).c_str(), o.pool_mib, e.store->describe().c_str());
+  kvserve::Engine engine(m.weights, m.tokenizer, std::move(e));
   kvserve::HttpOptions h;
   h.host = o.host;
   h.port = o.port;

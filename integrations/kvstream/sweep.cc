@@ -281,13 +281,13 @@ void print_table(const std::vector<Point>& grid, const kvcache::llama::ModelConf
 int run_sweep(const SweepOptions& o) {
   const LoadedModel m = load_model(o.common);
   const std::vector<std::int32_t> tokens = load_tokens(o.input, m, "sweep", 2);
-  const kvcache::llama::ModelConfig& config = m.checkpoint->config();
+  const kvcache::llama::ModelConfig& config = m.weights->config;
   std::vector<Point> grid = make_grid(o, tokens.size());
   // Build every decoder before any work, so a bad point (e.g. --sinks >= a budget) fails at once
   // with its name instead of after minutes of the others.
   for (Point& pt : grid) {
     try {
-      pt.decoder = std::make_unique<kvcache::llama::Decoder>(m.checkpoint, cache_options(pt.opts, config));
+      pt.decoder = std::make_unique<kvcache::llama::Decoder>(m.weights, cache_options(pt.opts, config));
     } catch (const kvcache::Error& e) {
       throw kvcache::InvalidArgument(fmt::format("sweep point {}: {}", pt.name(), e.what()));
     }
@@ -314,6 +314,7 @@ int run_sweep(const SweepOptions& o) {
   j["source"] = o.input.source();
   j["source_kind"] = o.input.source_kind();
   j["model"] = o.common.model.empty() ? m.model_source : o.common.model;
+  j["model_info"] = model_json(m);
   j["tokens_total"] = tokens.size();
   j["tokens_scored"] = tokens.size() - 1;
   j["jobs"] = jobs;

@@ -29,11 +29,11 @@ std::vector<std::int32_t> load_tokens(const TokenInput& in, const LoadedModel& m
   }
   std::vector<std::int32_t> tokens;
   if (in.text_file.empty()) {
-    tokens = kvcache::llama::read_token_file(in.tokens_file, model.checkpoint->config().vocab_size);
+    tokens = kvcache::llama::read_token_file(in.tokens_file, model.weights->config.vocab_size);
   } else {
     const auto bytes = kvcache::llama::read_file_bytes(in.text_file, "text file");
     const std::string text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-    tokens = model.tokenizer.encode(text, true, false);
+    tokens = model.tokenizer->encode(text, model.tokenizer->add_bos_default(), false, false);
   }
   if (in.max_tokens > 0 && tokens.size() > in.max_tokens) tokens.resize(in.max_tokens);
   if (tokens.size() < min_tokens) {

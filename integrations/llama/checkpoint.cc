@@ -200,9 +200,50 @@ std::shared_ptr<const Checkpoint> Checkpoint::load(const std::filesystem::path& 
   return ck;
 }
 
-const LayerWeights& Checkpoint::layer(std::uint32_t il) const {
+const CheckpointLayer& Checkpoint::layer(std::uint32_t il) const {
   assert(il < layers_.size());
   return layers_[il];
+}
+
+namespace {
+
+WeightMatrix f32_matrix(std::span<const float> data, std::uint32_t rows, std::uint32_t cols) {
+  assert(data.size() == std::size_t{rows} * cols);
+  return WeightMatrix{GgmlType::f32, rows, cols, reinterpret_cast<const std::byte*>(data.data()),
+                      std::size_t{cols} * sizeof(float)};
+}
+
+}  // namespace
+
+std::shared_ptr<const ModelWeights> checkpoint_weights(std::shared_ptr<const Checkpoint> checkpoint) {
+  const Checkpoint& ck = *checkpoint;
+  const ModelConfig& c = ck.config();
+  auto m = std::make_shared<ModelWeights>();
+  m->config = c;
+  m->path = ck.path();
+  m->format = "llama2.c";
+  m->token_embedding = f32_matrix(ck.token_embedding(), c.vocab_size, c.dim);
+  m->output = f32_matrix(ck.classifier(), c.vocab_size, c.dim);
+  m->output_norm = ck.rms_final();
+  const std::uint32_t d = c.dim, kv = c.kv_dim(), h = c.hidden_dim;
+  for (std::uint32_t il = 0; il < c.n_layers; ++il) {
+    const CheckpointLayer& l = ck.layer(il);
+    LayerWeights w;
+    w.attn_norm = l.rms_att;
+    w.wq = f32_matrix(l.wq, d, d);
+    w.wk = f32_matrix(l.wk, kv, d);
+    w.wv = f32_matrix(l.wv, kv, d);
+    w.wo = f32_matrix(l.wo, d, d);
+    w.ffn_norm = l.rms_ffn;
+    w.ffn_gate = f32_matrix(l.w1, h, d);
+    w.ffn_up = f32_matrix(l.w3, h, d);
+    w.ffn_down = f32_matrix(l.w2, d, h);
+    m->layers.push_back(w);
+  }
+  // Embedding, 9 per layer, final norm, and a separate classifier when there is one.
+  m->tensor_types[GgmlType::f32] = 9 * c.n_layers + 2 + (c.shared_classifier ? 0 : 1);
+  m->storage = std::move(checkpoint);
+  return m;
 }
 
 }  // namespace kvcache::llama

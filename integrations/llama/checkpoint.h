@@ -17,26 +17,14 @@
 #include <string>
 #include <vector>
 
+#include "llama/model_config.h"
+#include "llama/model_weights.h"
+
 namespace kvcache::llama {
 
-/// Model hyper-parameters, validated (every field > 0, dim = n_heads * head_dim, head_dim even,
-/// n_heads a multiple of n_kv_heads).
-struct ModelConfig {
-  std::uint32_t dim = 0;         ///< residual stream width
-  std::uint32_t hidden_dim = 0;  ///< FFN inner width
-  std::uint32_t n_layers = 0;
-  std::uint32_t n_heads = 0;      ///< query heads
-  std::uint32_t n_kv_heads = 0;   ///< key/value heads (GQA when < n_heads)
-  std::uint32_t vocab_size = 0;   ///< absolute value of the header field
-  std::uint32_t seq_len = 0;      ///< trained context length (informational: streaming goes past it)
-  bool shared_classifier = true;  ///< header vocab_size > 0: logits use the embedding table
-
-  std::uint32_t head_dim() const { return dim / n_heads; }
-  std::uint32_t kv_dim() const { return n_kv_heads * head_dim(); }
-};
-
-/// Weights of one transformer block; views into the Checkpoint that returned them.
-struct LayerWeights {
+/// Tensors of one transformer block in llama2.c's naming; views into the Checkpoint that returned
+/// them.
+struct CheckpointLayer {
   std::span<const float> rms_att;  ///< [dim]
   std::span<const float> wq;       ///< [dim][dim]
   std::span<const float> wk;       ///< [kv_dim][dim]
@@ -54,10 +42,12 @@ struct LayerWeights {
 /// decoders with a shared_ptr<const Checkpoint>.
 class Checkpoint {
  public:
-  /// Loads and validates `path`. Every size is checked against the file length before any weight
-  /// is read. Throws kvcache::FormatError naming the file and the field for a truncated, garbled
-  /// or hostile file (bad header field, size mismatch, trailing bytes, non-finite weight), and
-  /// kvcache::Error when the file cannot be opened.
+  /// Loads and validates `path`. The config is validated (every field > 0, dim = n_heads *
+  /// head_dim, head_dim even, n_heads a multiple of n_kv_heads) and llama2.c's fixed choices
+  /// filled in: architecture llama, adjacent-pair RoPE with theta 10000, RMS epsilon 1e-5. Every size is
+  /// checked against the file length before any weight is read. Throws kvcache::FormatError naming the file
+  /// and the field for a truncated, garbled or hostile file (bad header field, size mismatch, trailing bytes,
+  /// non-finite weight), and kvcache::Error when the file cannot be opened.
   static std::shared_ptr<const Checkpoint> load(const std::filesystem::path& path);
 
   const ModelConfig& config() const noexcept { return config_; }
@@ -65,7 +55,7 @@ class Checkpoint {
   /// [vocab][dim]
   std::span<const float> token_embedding() const noexcept { return token_embedding_; }
   /// Weights of layer `il` < n_layers (asserted).
-  const LayerWeights& layer(std::uint32_t il) const;
+  const CheckpointLayer& layer(std::uint32_t il) const;
   /// [dim]
   std::span<const float> rms_final() const noexcept { return rms_final_; }
   /// [vocab][dim]: the embedding table when shared_classifier.
@@ -87,7 +77,11 @@ class Checkpoint {
   ModelConfig config_;          ///< validated header
   std::vector<float> data_;     ///< every float after the header, in file order
   std::span<const float> token_embedding_, rms_final_, classifier_;  ///< views into data_
-  std::vector<LayerWeights> layers_;                                 ///< views into data_, one per layer
+  std::vector<CheckpointLayer> layers_;                              ///< views into data_, one per layer
 };
+
+/// The checkpoint as the model the Decoder runs: f32 WeightMatrix views into its buffer (which the
+/// result keeps alive), tensor types "f32" for every tensor, format "llama2.c".
+std::shared_ptr<const ModelWeights> checkpoint_weights(std::shared_ptr<const Checkpoint> checkpoint);
 
 }  // namespace kvcache::llama

@@ -10,7 +10,7 @@
 #include "kvcache/error.h"
 #include "kvcache/page_pool.h"
 #include "llama/layer_attention.h"
-#include "llama/matmul.h"
+#include "llama/weight_matmul.h"
 
 namespace kvcache::llama {
 namespace {
@@ -30,7 +30,7 @@ StreamConfig stream_config(const ModelConfig& c, const CacheOptions& o) {
   s.dtype = o.dtype;
   s.pinned_dtype = o.pinned_dtype;
   s.positions = o.positions;
-  s.rope = RopeConfig{RopeStyle::adjacent_pairs, 10000.0};  // llama2.c's RoPE
+  s.rope = c.rope;
   s.policy = o.policy;
   if (wants_detector(o))
     s.token_state_floats = SinkDetector(c.n_layers, c.n_heads, o.detector).state_floats();
@@ -45,23 +45,33 @@ std::shared_ptr<PagePool> make_pool(const StreamConfig& s, const CacheOptions& o
   return std::make_shared<PagePool>(p);
 }
 
-// out = weight * x / rms(x), llama2.c's RMSNorm (epsilon 1e-5 inside the square root).
-void rmsnorm(std::span<float> out, std::span<const float> x, std::span<const float> weight) {
+// out = weight * x / rms(x), RMSNorm with the epsilon inside the square root (llama2.c, llama.cpp).
+void rmsnorm(std::span<float> out, std::span<const float> x, std::span<const float> weight, float eps) {
   float ss = 0.f;
   for (float v : x) ss += v * v;
-  const float inv = 1.0f / std::sqrt(ss / static_cast<float>(x.size()) + 1e-5f);
+  const float inv = 1.0f / std::sqrt(ss / static_cast<float>(x.size()) + eps);
   for (std::size_t i = 0; i < x.size(); ++i) out[i] = weight[i] * (inv * x[i]);
+}
+
+// Adds `bias` to each bias.size()-long row of `y` (nothing when the model has no bias).
+void add_bias(std::span<float> y, std::span<const float> bias) {
+  if (bias.empty()) return;
+  for (std::size_t i = 0; i < y.size(); ++i) y[i] += bias[i % bias.size()];
 }
 
 }  // namespace
 
-Decoder::Decoder(std::shared_ptr<const Checkpoint> model, const CacheOptions& options)
+void Decoder::project(const WeightMatrix& w, std::span<const float> x, std::uint32_t n, std::span<float> y) {
+  weight_matmul(w, x, n, y, matmul_scratch_);
+}
+
+Decoder::Decoder(std::shared_ptr<const ModelWeights> model, const CacheOptions& options)
     : model_(std::move(model)),
       attention_(options.attention),
-      cache_(make_pool(stream_config(model_->config(), options), options),
-             stream_config(model_->config(), options)),
+      cache_(make_pool(stream_config(model_->config, options), options),
+             stream_config(model_->config, options)),
       calibrate_beta_(options.calibrate_beta) {
-  const ModelConfig& c = model_->config();
+  const ModelConfig& c = model_->config;
   if (!(options.calibrate_beta > 0.f && options.calibrate_beta <= 1.f)) {
     throw InvalidArgument("calibration beta must be in (0, 1] (1 = off)");
   }
@@ -77,6 +87,8 @@ Decoder::Decoder(std::shared_ptr<const Checkpoint> model, const CacheOptions& op
   hb_.resize(B * c.hidden_dim);
   hb2_.resize(B * c.hidden_dim);
   logits_.resize(c.vocab_size);
+  // The widest activation row a product reads, rounded up to whole Q8 blocks: no allocation later.
+  matmul_scratch_.reserve(B, (std::max(c.dim, c.hidden_dim) + 31) / 32 * 32);
 }
 
 std::span<const float> Decoder::step(std::int32_t token) {
@@ -120,8 +132,8 @@ std::span<const float> Decoder::prefill(std::span<const std::int32_t> tokens,
 void Decoder::classify(std::span<const float> x, std::span<float> logits) {
   const ModelConfig& c = config();
   std::span<float> xn = std::span(xb_).first(c.dim);
-  rmsnorm(xn, x, model_->rms_final());
-  matmul(model_->classifier(), c.vocab_size, c.dim, xn, 1, logits);
+  rmsnorm(xn, x, model_->output_norm, c.rms_eps);
+  project(model_->output, xn, 1, logits);
 }
 
 void Decoder::forward(std::span<const std::int32_t> tokens, std::vector<float>* all_logits,
@@ -144,21 +156,21 @@ void Decoder::forward(std::span<const std::int32_t> tokens, std::vector<float>* 
   };
 
   cache_.begin(tokens);  // may throw PoolExhausted: nothing has been changed yet
-  const auto emb = model_->token_embedding();
-  for (std::uint32_t t = 0; t < n; ++t) {
-    std::ranges::copy(emb.subspan(static_cast<std::size_t>(tokens[t]) * dim, dim), row(x_, t, dim).begin());
-  }
+  for (std::uint32_t t = 0; t < n; ++t) model_->embed(tokens[t], row(x_, t, dim));
   // With no eviction in the batch, token t of the batch sits at cache index n_kept - n + t; a
   // single token is simply the newest.
   const std::int64_t first_index = n == 1 ? -1 : static_cast<std::int64_t>(cache_.n_kept()) - n;
 
   for (std::uint32_t il = 0; il < c.n_layers; ++il) {
-    const LayerWeights& w = model_->layer(il);
+    const LayerWeights& w = model_->layers[il];
     // Attention block.
-    for (std::uint32_t t = 0; t < n; ++t) rmsnorm(row(xb_, t, dim), row(x_, t, dim), w.rms_att);
-    matmul(w.wq, dim, dim, rows(xb_, n, dim), n, rows(q_, n, dim));
-    matmul(w.wk, kv_dim, dim, rows(xb_, n, dim), n, rows(k_, n, kv_dim));
-    matmul(w.wv, kv_dim, dim, rows(xb_, n, dim), n, rows(v_, n, kv_dim));
+    for (std::uint32_t t = 0; t < n; ++t) rmsnorm(row(xb_, t, dim), row(x_, t, dim), w.attn_norm, c.rms_eps);
+    project(w.wq, rows(xb_, n, dim), n, rows(q_, n, dim));
+    project(w.wk, rows(xb_, n, dim), n, rows(k_, n, kv_dim));
+    project(w.wv, rows(xb_, n, dim), n, rows(v_, n, kv_dim));
+    add_bias(rows(q_, n, dim), w.bq);
+    add_bias(rows(k_, n, kv_dim), w.bk);
+    add_bias(rows(v_, n, kv_dim), w.bv);
     cache_.append(il, rows(k_, n, kv_dim), rows(v_, n, kv_dim));
     for (std::uint32_t t = 0; t < n; ++t) {
       AttendOptions opt;
@@ -177,18 +189,18 @@ void Decoder::forward(std::span<const std::int32_t> tokens, std::vector<float>* 
         layer_attention(attention_, cache_, il, row(q_, t, dim), row(att_, t, dim), {}, opt);
       }
     }
-    matmul(w.wo, dim, dim, rows(att_, n, dim), n, rows(xb2_, n, dim));
+    project(w.wo, rows(att_, n, dim), n, rows(xb2_, n, dim));
     for (std::size_t i = 0; i < std::size_t{n} * dim; ++i) x_[i] += xb2_[i];
 
     // SwiGLU feed-forward block: w2(silu(w1 x) * w3 x).
-    for (std::uint32_t t = 0; t < n; ++t) rmsnorm(row(xb_, t, dim), row(x_, t, dim), w.rms_ffn);
-    matmul(w.w1, hidden, dim, rows(xb_, n, dim), n, rows(hb_, n, hidden));
-    matmul(w.w3, hidden, dim, rows(xb_, n, dim), n, rows(hb2_, n, hidden));
+    for (std::uint32_t t = 0; t < n; ++t) rmsnorm(row(xb_, t, dim), row(x_, t, dim), w.ffn_norm, c.rms_eps);
+    project(w.ffn_gate, rows(xb_, n, dim), n, rows(hb_, n, hidden));
+    project(w.ffn_up, rows(xb_, n, dim), n, rows(hb2_, n, hidden));
     for (std::size_t i = 0; i < std::size_t{n} * hidden; ++i) {
       const float g = hb_[i];
       hb_[i] = g / (1.0f + std::exp(-g)) * hb2_[i];
     }
-    matmul(w.w2, dim, hidden, rows(hb_, n, hidden), n, rows(xb2_, n, dim));
+    project(w.ffn_down, rows(hb_, n, hidden), n, rows(xb2_, n, dim));
     for (std::size_t i = 0; i < std::size_t{n} * dim; ++i) x_[i] += xb2_[i];
   }
 

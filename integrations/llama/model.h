@@ -14,8 +14,9 @@
 #include "kvcache/policy.h"
 #include "kvcache/sink_detector.h"
 #include "kvcache/stream_cache.h"
-#include "llama/checkpoint.h"
 #include "llama/layer_attention.h"
+#include "llama/model_weights.h"
+#include "llama/weight_matmul.h"
 
 namespace kvcache::llama {
 
@@ -52,12 +53,13 @@ struct CacheOptions {
 /// The span is valid only during the call.
 using AttentionObserver = std::function<void(std::uint32_t layer, std::span<const float> mass)>;
 
-/// Runs the model on one token stream: RMSNorm, attention through the cache (keys appended before
-/// RoPE; the cache rotates them to their cache positions), GQA, SwiGLU FFN, classifier.
+/// Runs the model on one token stream: RMSNorm, attention through the cache (Q/K/V biases when the
+/// model has them; keys appended before RoPE, and the cache rotates them to their cache positions
+/// in the model's RoPE style), GQA, SwiGLU FFN, classifier. Weights are read in their own type.
 ///
-/// Ownership: shares the checkpoint (immutable) and owns its cache and scratch buffers.
+/// Ownership: shares the weights (immutable) and owns its cache and scratch buffers.
 /// Thread safety: a Decoder must not be used from two threads at once; several decoders may share
-/// one checkpoint. Matrix products may use oneTBB worker threads internally.
+/// one ModelWeights. Matrix products may use oneTBB worker threads internally.
 /// Errors: InvalidArgument for a token id outside the vocabulary or an empty batch; PoolExhausted
 /// when the pool budget is reached (the cache is then unchanged, but the token was not consumed).
 class Decoder {
@@ -65,7 +67,7 @@ class Decoder {
   /// Largest batch one prefill step runs at once (bounds the scratch memory).
   static constexpr std::uint32_t kMaxBatch = 64;
 
-  Decoder(std::shared_ptr<const Checkpoint> model, const CacheOptions& options);
+  Decoder(std::shared_ptr<const ModelWeights> model, const CacheOptions& options);
 
   /// Feeds one token and returns its next-token logits (vocab_size floats), valid until the next
   /// call on this decoder.
@@ -78,8 +80,8 @@ class Decoder {
   std::span<const float> prefill(std::span<const std::int32_t> tokens,
                                  std::vector<float>* all_logits = nullptr);
 
-  const ModelConfig& config() const noexcept { return model_->config(); }
-  const Checkpoint& checkpoint() const noexcept { return *model_; }
+  const ModelConfig& config() const noexcept { return model_->config; }
+  const ModelWeights& weights() const noexcept { return *model_; }
   const StreamCache& cache() const noexcept { return cache_; }
   /// Replaces the cache's contents with a snapshot written by cache().save() (see
   /// StreamCache::restore: FormatError for a missing, torn, corrupt or mismatching file,
@@ -104,26 +106,29 @@ class Decoder {
   /// `all_logits` from row `row0` when given).
   void forward(std::span<const std::int32_t> tokens, std::vector<float>* all_logits, std::size_t row0);
   void classify(std::span<const float> x, std::span<float> logits);
+  /// y = W x for n rows of x, W in its own type.
+  void project(const WeightMatrix& w, std::span<const float> x, std::uint32_t n, std::span<float> y);
 
-  std::shared_ptr<const Checkpoint> model_;  ///< weights, shared and immutable
-  AttentionKernel attention_;                ///< which kvcache attention to call
-  StreamCache cache_;                        ///< this stream's KV cache
-  float calibrate_beta_ = 1.f;               ///< ACT calibration factor, 1 = off
-  std::optional<SinkDetector> detector_;     ///< present when attention mass is needed
-  std::uint64_t calibrated_ = 0;             ///< calibrated (head, token) pairs so far
-  AttentionObserver observer_;               ///< diagnostics hook, usually empty
+  std::shared_ptr<const ModelWeights> model_;  ///< weights, shared and immutable
+  AttentionKernel attention_;                  ///< which kvcache attention to call
+  StreamCache cache_;                          ///< this stream's KV cache
+  float calibrate_beta_ = 1.f;                 ///< ACT calibration factor, 1 = off
+  std::optional<SinkDetector> detector_;       ///< present when attention mass is needed
+  std::uint64_t calibrated_ = 0;               ///< calibrated (head, token) pairs so far
+  AttentionObserver observer_;                 ///< diagnostics hook, usually empty
   // Scratch, sized for kMaxBatch tokens and reused every step (no allocation while decoding).
-  std::vector<float> x_;       ///< [batch][dim] residual stream
-  std::vector<float> xb_;      ///< [batch][dim] normalised input of a sub-layer
-  std::vector<float> xb2_;     ///< [batch][dim] sub-layer output
-  std::vector<float> q_;       ///< [batch][dim] queries (pre-RoPE)
-  std::vector<float> k_;       ///< [batch][kv_dim] keys (pre-RoPE)
-  std::vector<float> v_;       ///< [batch][kv_dim] values
-  std::vector<float> att_;     ///< [batch][dim] attention output
-  std::vector<float> hb_;      ///< [batch][hidden] gate, then SwiGLU
-  std::vector<float> hb2_;     ///< [batch][hidden] up projection
-  std::vector<float> logits_;  ///< [vocab] logits of the last token fed
-  std::vector<float> mass_;    ///< [n_heads][n_kept] attention mass of one query (detector)
+  std::vector<float> x_;          ///< [batch][dim] residual stream
+  std::vector<float> xb_;         ///< [batch][dim] normalised input of a sub-layer
+  std::vector<float> xb2_;        ///< [batch][dim] sub-layer output
+  std::vector<float> q_;          ///< [batch][dim] queries (pre-RoPE)
+  std::vector<float> k_;          ///< [batch][kv_dim] keys (pre-RoPE)
+  std::vector<float> v_;          ///< [batch][kv_dim] values
+  std::vector<float> att_;        ///< [batch][dim] attention output
+  std::vector<float> hb_;         ///< [batch][hidden] gate, then SwiGLU
+  std::vector<float> hb2_;        ///< [batch][hidden] up projection
+  std::vector<float> logits_;     ///< [vocab] logits of the last token fed
+  std::vector<float> mass_;       ///< [n_heads][n_kept] attention mass of one query (detector)
+  MatmulScratch matmul_scratch_;  ///< quantised activations for the Q types' products
 };
 
 }  // namespace kvcache::llama

@@ -69,8 +69,8 @@ void weight_matmul(const WeightMatrix& w, std::span<const float> x, std::uint32_
 void weight_matmul_scalar(const WeightMatrix& w, std::span<const float> x, std::uint32_t n,
                           std::span<float> y, MatmulScratch& scratch);
 
-/// Below this many multiply-adds a product runs on the calling thread (see kParallelMatmulMacs in
-/// matmul.h for the measurement: fork/join costs a few microseconds, under 1% from 2M MACs).
+/// Below this many multiply-adds a product runs on the calling thread (README.md, "Threads", has the
+/// measurement: fork/join costs a few microseconds, under 1% from 2M MACs).
 inline constexpr std::uint64_t kParallelWeightMacs = std::uint64_t{1} << 21;
 
 }  // namespace kvcache::llama

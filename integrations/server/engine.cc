@@ -13,7 +13,6 @@
 namespace kvserve {
 
 using kvcache::llama::Decoder;
-using kvcache::llama::Tokenizer;
 
 namespace {
 
@@ -53,7 +52,7 @@ std::size_t Engine::State::pages_bound(std::uint64_t tokens) const {
   // Per layer: pinned and window pages, each up to one partly used page, plus a window ring whose
   // oldest page is partly consumed, plus one token of slack for a pin planned before a release.
   const std::uint64_t t = std::min<std::uint64_t>(tokens, budget) + 1;
-  return static_cast<std::size_t>((t + page_tokens - 1) / page_tokens + 2) * model->config().n_layers;
+  return static_cast<std::size_t>((t + page_tokens - 1) / page_tokens + 2) * model->config.n_layers;
 }
 
 std::unique_ptr<Decoder> Engine::State::new_decoder() const {
@@ -76,14 +75,16 @@ void Engine::State::refresh(Session& s) const {
   if (s.decoder) s.stats = s.decoder->cache().stats();
 }
 
-Engine::Engine(std::shared_ptr<const kvcache::llama::Checkpoint> model, Tokenizer tokenizer,
-               EngineOptions options)
+Engine::Engine(std::shared_ptr<const kvcache::llama::ModelWeights> model,
+               std::shared_ptr<const kvcache::llama::TextTokenizer> tokenizer, EngineOptions options)
     : state_(std::make_unique<State>(std::move(model), std::move(tokenizer), std::move(options))) {
   State& s = *state_;
   if (!s.opt.store) throw kvcache::InvalidArgument("Engine: a session store is required");
-  const kvcache::llama::ModelConfig& c = s.model->config();
+  if (!s.model || !s.tokenizer)
+    throw kvcache::InvalidArgument("Engine: a model and a tokenizer are required");
+  const kvcache::llama::ModelConfig& c = s.model->config;
   s.fingerprint =
-      fmt::format("{} dim {} hidden {} layers {} heads {}/{} vocab {}", s.model->path().filename().string(),
+      fmt::format("{} dim {} hidden {} layers {} heads {}/{} vocab {}", s.model->path.filename().string(),
                   c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size);
   {
     // A decoder on a private one-page-budget pool tells the page size and budget; it holds nothing.
@@ -129,7 +130,7 @@ void Engine::shutdown() {
 
 std::shared_ptr<Job> Engine::submit(CompletionRequest request) {
   State& s = *state_;
-  std::vector<std::int32_t> tokens = s.tokenizer.encode(request.prompt, false, false);
+  std::vector<std::int32_t> tokens = s.tokenizer->encode(request.prompt, false, false, false);
   // The stream's pending token (or BOS) goes first, so a request feeds prompt + 1 tokens.
   if (tokens.size() + 1 > s.budget) {
     throw ApiError(

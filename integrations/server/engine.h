@@ -14,9 +14,9 @@
 
 #include "completion_request.h"
 #include "job.h"
-#include "llama/checkpoint.h"
 #include "llama/model.h"
-#include "llama/tokenizer.h"
+#include "llama/model_weights.h"
+#include "llama/text_tokenizer.h"
 #include "session_store.h"
 
 namespace kvserve {
@@ -54,8 +54,8 @@ class Engine {
   /// their next request; torn writes and corrupt records are logged and reported in their
   /// session's status (corrupt ones are never loaded). Starts the engine thread.
   /// Throws kvcache::InvalidArgument for bad options (no store, a pool too small for one session).
-  Engine(std::shared_ptr<const kvcache::llama::Checkpoint> model, kvcache::llama::Tokenizer tokenizer,
-         EngineOptions options);
+  Engine(std::shared_ptr<const kvcache::llama::ModelWeights> model,
+         std::shared_ptr<const kvcache::llama::TextTokenizer> tokenizer, EngineOptions options);
   /// shutdown(), then joins the engine thread.
   ~Engine();
   Engine(const Engine&) = delete;

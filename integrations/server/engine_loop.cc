@@ -13,7 +13,6 @@ namespace kvserve {
 
 using kvcache::llama::Decoder;
 using kvcache::llama::Sampler;
-using kvcache::llama::Tokenizer;
 
 namespace {
 
@@ -100,6 +99,9 @@ void Engine::State::admit(const std::shared_ptr<Job>& job) {
     } else {
       s = new_session("", true);
     }
+    if (s->meta.pending < 0 && job->prompt_tokens.empty() &&
+        !(tokenizer->add_bos_default() && tokenizer->bos() >= 0))
+      throw ApiError(400, "prompt", "a new stream needs a prompt: this model's tokenizer adds no BOS token");
     need = pages_bound(std::uint64_t{s->stats.tokens_kept} + job->prompt_tokens.size() + 1 + r.max_tokens);
     if (need > pages_max) {
       throw ApiError(400, "max_tokens",
@@ -139,10 +141,13 @@ void Engine::State::admit(const std::shared_ptr<Job>& job) {
                                                        : seeded_state(random_seed());
   ActiveJob a(job, s, r);
   a.sampler.set_rng_state(state);
-  const bool fresh = s->meta.pending < 0;  // an empty stream starts with BOS
-  a.input.push_back(fresh ? Tokenizer::kBos : s->meta.pending);
+  // An empty stream starts with BOS when the tokenizer adds one (as kvstream generate does).
+  const bool fresh = s->meta.pending < 0;
+  const bool with_bos = fresh && tokenizer->add_bos_default() && tokenizer->bos() >= 0;
+  if (!fresh) a.input.push_back(s->meta.pending);
+  if (with_bos) a.input.push_back(tokenizer->bos());
   a.input.insert(a.input.end(), job->prompt_tokens.begin(), job->prompt_tokens.end());
-  a.prompt_added = job->prompt_tokens.size() + (fresh ? 1 : 0);
+  a.prompt_added = job->prompt_tokens.size() + (with_bos ? 1 : 0);
   // With max_tokens 0 the prompt's last token stays pending: the next request feeds it first.
   a.feed_end = r.max_tokens == 0 ? a.input.size() - 1 : a.input.size();
   {
@@ -171,9 +176,10 @@ void Engine::State::sample(ActiveJob& a) {
   ++a.generated;
   ++tokens_generated;
   a.pending = tok;
-  // BOS means the model ended a story and starts another: a blank line, as kvstream generate shows it.
-  const bool stop =
-      a.stops.append(tok == Tokenizer::kBos ? std::string_view("\n\n") : tokenizer.decode(a.prev, tok));
+  // BOS or EOS means the model ended a text and starts another: a blank line, as kvstream
+  // generate shows it.
+  const bool boundary = tok == tokenizer->bos() || tok == tokenizer->eos();
+  const bool stop = a.stops.append(boundary ? std::string_view("\n\n") : tokenizer->decode(a.prev, tok));
   a.prev = tok;
   if (std::string ready = a.stops.take_ready(); !ready.empty()) a.job->publish(std::move(ready));
   if (stop) {

@@ -62,11 +62,12 @@ struct ActiveJob {
 };
 
 struct Engine::State {
-  State(std::shared_ptr<const kvcache::llama::Checkpoint> m, kvcache::llama::Tokenizer t, EngineOptions o)
+  State(std::shared_ptr<const kvcache::llama::ModelWeights> m,
+        std::shared_ptr<const kvcache::llama::TextTokenizer> t, EngineOptions o)
       : model(std::move(m)), tokenizer(std::move(t)), opt(std::move(o)) {}
 
-  std::shared_ptr<const kvcache::llama::Checkpoint> model;
-  kvcache::llama::Tokenizer tokenizer;
+  std::shared_ptr<const kvcache::llama::ModelWeights> model;
+  std::shared_ptr<const kvcache::llama::TextTokenizer> tokenizer;
   EngineOptions opt;
   std::shared_ptr<kvcache::PagePool> pool;
   std::string fingerprint;   ///< model identity stored with every session

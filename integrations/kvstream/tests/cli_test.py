@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """CLI tests of `kvstream sweep` and `kvstream inspect` (registered with CTest; stdlib only).
 
-Usage: cli_test.py {sweep|inspect} --kvstream BIN --model M --tokenizer T --text F
+Usage: cli_test.py {sweep|inspect|gguf} --kvstream BIN --model M --tokenizer T --text F [--gguf G]
 Each test runs the binary into a temporary directory and checks what it wrote. A PNG is required
 only when an interpreter kvstream would use (python3, /usr/bin/python3) can import matplotlib;
 otherwise the test checks the warning instead and says that the PNG check was skipped.
@@ -162,16 +162,47 @@ def test_inspect(a, tmp):
         check(os.path.isfile(os.path.join(out, "sinks_overview.png")), "sinks_overview.png")
 
 
+def test_gguf(a, tmp):
+    """The same model as a GGUF file (llama.cpp's converter): same text, same perplexity, the
+    tokenizer from the file, and reports that name the architecture and the tensor types."""
+    gguf = a.gguf
+    bin_model = ["--model", a.model, "--tokenizer", a.tokenizer]
+    gen = ["generate", "-n", "60", "--temperature", "0", "--seed", "1", "-q"]
+    want = run([a.kvstream, *gen, *bin_model]).stdout
+    got = run([a.kvstream, *gen, "--model", gguf]).stdout
+    check(got == want and len(want) > 100, f"greedy text differs:\n{got!r}\n{want!r}")
+    p = run([a.kvstream, *gen, "--model", gguf, "--tokenizer", a.tokenizer], expect=1)
+    check("cannot be used with the GGUF model" in p.stderr and p.stderr.count("\n") == 1,
+          f"bad --tokenizer error: {p.stderr!r}")
+    ppl = ["ppl", "--text", a.text, "--max-tokens", "300", "--policy", "sinks", "--budget", "64", "--json"]
+    jb = json.loads(run([a.kvstream, *ppl, *bin_model]).stdout)
+    jg = json.loads(run([a.kvstream, *ppl, "--model", gguf]).stdout)
+    check(abs(jg["ppl"] - jb["ppl"]) <= 1e-9 * jb["ppl"], f"ppl {jg['ppl']} vs {jb['ppl']}")
+    m = jg["model"]
+    check(m["format"] == "gguf" and m["architecture"] == "llama" and m["tensor_types"] == {"f32": 48},
+          f"ppl --json model: {m}")
+    check(m["tokenizer"]["model"] == "llama" and m["tokenizer"]["bos"] == 1, f"tokenizer: {m['tokenizer']}")
+    check(jb["model"]["format"] == "llama2.c" and jb["model"]["tensor_types"] == {"f32": 47}, f"{jb['model']}")
+    out = os.path.join(tmp, "inspect")
+    p = run([a.kvstream, "inspect", "--model", gguf, "--text", a.text, "--max-tokens", "64", "--no-plot",
+             "--out", out])
+    with open(os.path.join(out, "sinks.json")) as f:
+        rep = json.load(f)
+    check(rep["model"]["architecture"] == "llama" and rep["model"]["tensor_types"] == {"f32": 48}, "inspect model")
+    check("gguf llama" in p.stdout and "f32 x48" in p.stdout, f"inspect stdout: {p.stdout[:300]}")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("test", choices=("sweep", "inspect"))
+    ap.add_argument("test", choices=("sweep", "inspect", "gguf"))
     ap.add_argument("--kvstream", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--tokenizer", required=True)
     ap.add_argument("--text", required=True)
+    ap.add_argument("--gguf", help="the model as a GGUF file (test gguf)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix=f"kvstream-{a.test}-") as tmp:
-        {"sweep": test_sweep, "inspect": test_inspect}[a.test](a, tmp)
+        {"sweep": test_sweep, "inspect": test_inspect, "gguf": test_gguf}[a.test](a, tmp)
     print(f"PASS: kvstream {a.test}")
 
 

@@ -20,9 +20,9 @@
 namespace kvcache::llama::test {
 namespace {
 
-std::shared_ptr<const Checkpoint> model() {
-  static const auto ck = Checkpoint::load(model_path());
-  return ck;
+std::shared_ptr<const ModelWeights> model() {
+  static const auto m = checkpoint_weights(Checkpoint::load(model_path()));
+  return m;
 }
 const Tokenizer& tokenizer() {
   static const Tokenizer t = Tokenizer::load(tokenizer_path(), 512);

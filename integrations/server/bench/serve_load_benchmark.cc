@@ -17,6 +17,8 @@
 #include "directory_store.h"
 #include "engine.h"
 #include "http_server.h"
+#include "llama/checkpoint.h"
+#include "llama/tokenizer.h"
 
 namespace {
 
@@ -32,8 +34,10 @@ struct Fixture {
 
   Fixture() {
     const fs::path models = fs::path(KVCACHE_SHARED_DIR) / "models";
-    auto model = kvcache::llama::Checkpoint::load(models / "stories260K.bin");
-    auto tok = kvcache::llama::Tokenizer::load(models / "tok512.bin", model->config().vocab_size);
+    auto model =
+        kvcache::llama::checkpoint_weights(kvcache::llama::Checkpoint::load(models / "stories260K.bin"));
+    auto tok = std::make_shared<const kvcache::llama::Tokenizer>(
+        kvcache::llama::Tokenizer::load(models / "tok512.bin", model->config.vocab_size));
     kvserve::EngineOptions o;
     o.cache.policy = kvcache::PolicyConfig::streaming(4, 256);
     o.pool_bytes = std::size_t{256} << 20;  // every session fits: this measures decoding, not parking

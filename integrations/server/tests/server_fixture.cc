@@ -15,13 +15,15 @@ namespace fs = std::filesystem;
 using kvcache::llama::Checkpoint;
 using kvcache::llama::Tokenizer;
 
-std::shared_ptr<const Checkpoint> test_model() {
-  static const auto m = Checkpoint::load(fs::path(KVCACHE_SHARED_DIR) / "models" / "stories260K.bin");
+std::shared_ptr<const kvcache::llama::ModelWeights> test_model() {
+  static const auto m = kvcache::llama::checkpoint_weights(
+      Checkpoint::load(fs::path(KVCACHE_SHARED_DIR) / "models" / "stories260K.bin"));
   return m;
 }
 
-const Tokenizer& test_tokenizer() {
-  static const Tokenizer t = Tokenizer::load(fs::path(KVCACHE_SHARED_DIR) / "models" / "tok512.bin", 512);
+std::shared_ptr<const Tokenizer> test_tokenizer() {
+  static const auto t = std::make_shared<const Tokenizer>(
+      Tokenizer::load(fs::path(KVCACHE_SHARED_DIR) / "models" / "tok512.bin", 512));
   return t;
 }
 
@@ -155,16 +157,17 @@ Oracle::Oracle(kvcache::llama::CacheOptions cache, float temperature, float top_
 Oracle::~Oracle() = default;
 
 std::string Oracle::turn(const std::string& prompt, std::uint32_t n) {
-  const Tokenizer& tok = test_tokenizer();
+  const Tokenizer& tok = *test_tokenizer();
   std::vector<std::int32_t> input =
-      impl_->pending < 0 ? tok.encode(prompt, true, false) : tok.encode(prompt, false, false);
+      impl_->pending < 0 ? tok.encode(prompt, true, false, false) : tok.encode(prompt, false, false, false);
   if (impl_->pending >= 0) input.insert(input.begin(), impl_->pending);
   std::span<const float> logits = impl_->decoder.prefill(input);
   std::int32_t prev = input.back();
   std::string text;
   for (std::uint32_t i = 0; i < n; ++i) {
     const std::int32_t next = impl_->sampler.sample(logits);
-    text += next == Tokenizer::kBos ? std::string("\n\n") : std::string(tok.decode(prev, next));
+    text += next == Tokenizer::kBos || next == Tokenizer::kEos ? std::string("\n\n")
+                                                               : std::string(tok.decode(prev, next));
     prev = next;
     impl_->pending = next;
     if (i + 1 < n) logits = impl_->decoder.step(next);

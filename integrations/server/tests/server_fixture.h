@@ -15,13 +15,14 @@
 #include "engine.h"
 #include "http_server.h"
 #include "llama/checkpoint.h"
+#include "llama/model_weights.h"
 #include "llama/tokenizer.h"
 #include "session_store.h"
 
 namespace kvserve::test {
 
-std::shared_ptr<const kvcache::llama::Checkpoint> test_model();
-const kvcache::llama::Tokenizer& test_tokenizer();
+std::shared_ptr<const kvcache::llama::ModelWeights> test_model();
+std::shared_ptr<const kvcache::llama::Tokenizer> test_tokenizer();
 
 /// Sinks policy, small budget and pages so sessions are cheap and evict early.
 kvcache::llama::CacheOptions test_cache(std::uint32_t budget = 64);
