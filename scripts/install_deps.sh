@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages kvcache needs, only those missing. Run as root (or with sudo).
 set -euo pipefail
 packages=(cmake ninja-build g++ pkg-config libtbb-dev libmimalloc-dev libhwy-dev doctest-dev
-          libbenchmark-dev libcli11-dev nlohmann-json3-dev libfmt-dev python3-matplotlib
+          libbenchmark-dev libcli11-dev nlohmann-json3-dev libfmt-dev libcpp-httplib-dev python3-matplotlib
           libpcre2-dev)
 packages+=("$@")
 missing=()

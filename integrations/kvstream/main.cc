@@ -9,6 +9,7 @@
 #include "inspect.h"
 #include "kvcache/error.h"
 #include "perplexity.h"
+#include "serve.h"
 #include "sweep.h"
 #include "tokenize.h"
 
@@ -45,6 +46,8 @@ int main(int argc, char** argv) {
   CLI::App* inspect_cmd = kvstream::add_inspect_command(app, inspect);
   kvstream::TokenizeOptions tokenize;
   CLI::App* tokenize_cmd = kvstream::add_tokenize_command(app, tokenize);
+  kvstream::ServeOptions serve;
+  CLI::App* serve_cmd = kvstream::add_serve_command(app, serve);
 
   try {
     app.parse(argc, argv);
@@ -63,6 +66,7 @@ int main(int argc, char** argv) {
     if (sweep_cmd->parsed()) return kvstream::run_sweep(sweep);
     if (inspect_cmd->parsed()) return kvstream::run_inspect(inspect);
     if (tokenize_cmd->parsed()) return kvstream::run_tokenize(tokenize);
+    if (serve_cmd->parsed()) return kvstream::run_serve(serve);
     return 2;
   } catch (const kvcache::PoolExhausted& e) {
     report("KV pool exhausted (raise --max-kv-mb or use a budgeted policy): ", e.what());
