@@ -42,7 +42,7 @@ constexpr double kTol = 2e-5;
 struct Problem {
   std::uint32_t head_dim = 0, n_group = 0;
   float scale = 0.f;
-  std::vector<std::vector<std::byte>> storage;  // per block: 1 byte of padding, K, V, K params, V params
+  std::vector<std::vector<std::byte>> storage;  // per block: padding, K, V, K params, V params
   std::vector<std::vector<float>> queries;      // per block: n_group x head_dim
   std::vector<kernels::HeadBlock> blocks;
   std::size_t rows = 0;
@@ -111,10 +111,15 @@ Problem make_problem(const std::vector<DType>& dtypes, std::uint32_t head_dim, s
     std::vector<std::byte> kc, kp, vc, vp;
     encode(dtype, true, head_dim, n, k, kc, kp);
     encode(dtype, false, head_dim, n, v, vc, vp);
-    std::vector<std::byte> buf(1);
+    // Each part starts 4 bytes past a multiple of 4: element-aligned as rows in a page are (pages
+    // are 64-byte aligned and rows sit at multiples of their element size), never 16-aligned.
+    std::vector<std::byte> buf(4);
     std::array<std::size_t, 4> off{};
     for (int part = 0; part < 4; ++part) {
       const std::vector<std::byte>& src = part == 0 ? kc : part == 1 ? vc : part == 2 ? kp : vp;
+      std::size_t at = (buf.size() + 3) / 4 * 4;
+      if (at % 16 == 0) at += 4;
+      buf.resize(at);
       off[part] = buf.size();
       buf.insert(buf.end(), src.begin(), src.end());
     }
