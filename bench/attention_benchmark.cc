@@ -33,6 +33,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench/triad.h"
 #include "kvcache/attention.h"
 #include "kvcache/attention/kernel.h"
 #include "kvcache/page_pool.h"
@@ -61,61 +62,7 @@ float fill_value(std::size_t i) {
   return static_cast<float>(x & 0xffffu) / 32768.f - 1.f;
 }
 
-// STREAM triad bandwidth (bytes/s) over three arrays totalling `bytes`, with `threads` workers,
-// best of several repetitions. Cached: every benchmark of the same size reuses the number.
-double triad_bandwidth(std::size_t bytes, int threads) {
-  static std::map<std::pair<std::size_t, int>, double> cache;
-  const auto key = std::make_pair(bytes, threads);
-  if (auto it = cache.find(key); it != cache.end()) return it->second;
-
-  const std::size_t n = std::max<std::size_t>(bytes / (3 * sizeof(float)), 1024);
-  auto a = hwy::AllocateAligned<float>(n);
-  auto b = hwy::AllocateAligned<float>(n);
-  auto c = hwy::AllocateAligned<float>(n);
-  float* pa = a.get();
-  const float* pb = b.get();
-  const float* pc = c.get();
-  oneapi::tbb::task_arena arena(threads);
-  const std::size_t chunk = (n + static_cast<std::size_t>(threads) - 1) / static_cast<std::size_t>(threads);
-  auto triad = [&](const oneapi::tbb::blocked_range<int>& r) {
-    for (int t = r.begin(); t != r.end(); ++t) {
-      const std::size_t lo = static_cast<std::size_t>(t) * chunk, hi = std::min(n, lo + chunk);
-      for (std::size_t i = lo; i < hi; ++i) pa[i] = pb[i] + 3.f * pc[i];
-    }
-  };
-  // First touch with the same partition as the timed loop (matters on NUMA; harmless here).
-  arena.execute([&] {
-    oneapi::tbb::parallel_for(
-        oneapi::tbb::blocked_range<int>(0, threads, 1),
-        [&](const oneapi::tbb::blocked_range<int>& r) {
-          for (int t = r.begin(); t != r.end(); ++t) {
-            const std::size_t lo = static_cast<std::size_t>(t) * chunk, hi = std::min(n, lo + chunk);
-            for (std::size_t i = lo; i < hi; ++i) {
-              pa[i] = 0.f;
-              b[i] = fill_value(i);
-              c[i] = fill_value(i + 7);
-            }
-          }
-        },
-        oneapi::tbb::static_partitioner());
-  });
-  // Enough repetitions for ~0.2 s of work, at least 3, best time wins (STREAM's rule).
-  const int reps =
-      static_cast<int>(std::clamp<std::size_t>((std::size_t{4} << 30) / (3 * n * sizeof(float)), 3, 200));
-  double best = 1e30;
-  for (int rep = 0; rep < reps; ++rep) {
-    const auto t0 = Clock::now();
-    arena.execute([&] {
-      oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<int>(0, threads, 1), triad,
-                                oneapi::tbb::static_partitioner());
-    });
-    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
-    benchmark::DoNotOptimize(pa[rep % n]);
-  }
-  const double bw = 3.0 * static_cast<double>(n * sizeof(float)) / best;
-  cache[key] = bw;
-  return bw;
-}
+using kvcache::bench::triad_bandwidth;  // bench/triad.h, shared with matmul_benchmark
 
 void report(benchmark::State& state, std::size_t kv_bytes, double seconds, int threads) {
   const double kv_bw = static_cast<double>(kv_bytes) * static_cast<double>(state.iterations()) / seconds;
