@@ -3,24 +3,12 @@
 #include <cstdio>
 #include <queue>
 
+#include "llama/tokenizer.h"
+
 namespace kvcache::llama {
 namespace {
 
 constexpr std::string_view kSpace = "\xE2\x96\x81";  // U+2581, SentencePiece's visible space
-
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
-// The byte a "<0xNN>" piece stands for, or -1.
-int parse_byte_piece(std::string_view p) {
-  if (p.size() != 6 || p.substr(0, 3) != "<0x" || p[5] != '>') return -1;
-  const int hi = hex_digit(p[3]), lo = hex_digit(p[4]);
-  return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
-}
 
 // Bytes of the UTF-8 character a lead byte announces (1 for ASCII and stray continuation bytes),
 // as llama.cpp's unicode_len_utf8.

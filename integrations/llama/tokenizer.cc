@@ -27,17 +27,16 @@ int hex_digit(char c) {
   return -1;
 }
 
-// The byte a "<0xNN>" piece stands for, or -1 when the piece is ordinary text.
+// llama2.c starts its best score at -1e10 and merges only pairs scoring strictly above it.
+constexpr float kNoMergeScore = -1e10f;
+
+}  // namespace
+
 int parse_byte_piece(std::string_view p) {
   if (p.size() != 6 || p.substr(0, 3) != "<0x" || p[5] != '>') return -1;
   const int hi = hex_digit(p[3]), lo = hex_digit(p[4]);
   return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
-
-// llama2.c starts its best score at -1e10 and merges only pairs scoring strictly above it.
-constexpr float kNoMergeScore = -1e10f;
-
-}  // namespace
 
 Tokenizer Tokenizer::load(const std::filesystem::path& path, std::uint32_t vocab_size) {
   const std::vector<std::byte> data = read_file_bytes(path, kWhat);

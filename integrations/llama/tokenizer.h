@@ -18,6 +18,10 @@
 
 namespace kvcache::llama {
 
+/// The byte a byte-fallback piece "<0xNN>" (hex, either case) stands for, or -1 for any other
+/// piece. Shared by the llama2.c tokenizer and the GGUF SentencePiece tokenizer.
+int parse_byte_piece(std::string_view piece);
+
 /// Usable through TextTokenizer: kind() says unknown for 0, control for BOS/EOS, byte for 3..258;
 /// there is no special-token text to parse (parse_special is ignored), and model() is "llama2.c".
 class Tokenizer final : public TextTokenizer {
