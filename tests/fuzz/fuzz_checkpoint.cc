@@ -45,7 +45,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   touch(ck->classifier());
   touch(ck->rms_final());
   for (std::uint32_t il = 0; il < c.n_layers; ++il) {
-    const kvcache::llama::LayerWeights& w = ck->layer(il);
+    const kvcache::llama::CheckpointLayer& w = ck->layer(il);
     FUZZ_CHECK(w.rms_att.size() == d && w.rms_ffn.size() == d);
     FUZZ_CHECK(w.wq.size() == d * d && w.wo.size() == d * d);
     FUZZ_CHECK(w.wk.size() == kv * d && w.wv.size() == kv * d);
