@@ -2,17 +2,18 @@
 
 #include <algorithm>
 #include <cassert>
-#include <cmath>
 #include <limits>
 #include <string>
 
 #include "kvcache/calibration.h"
 #include "kvcache/error.h"
 #include "kvcache/page_pool.h"
+#include "llama/transformer_pass.h"
 #include "llama/layer_attention.h"
 #include "llama/weight_matmul.h"
 
 namespace kvcache::llama {
+
 namespace {
 
 // A detector runs when a policy reads attention statistics or calibration is on.
@@ -45,50 +46,21 @@ std::shared_ptr<PagePool> make_pool(const StreamConfig& s, const CacheOptions& o
   return std::make_shared<PagePool>(p);
 }
 
-// out = weight * x / rms(x), RMSNorm with the epsilon inside the square root (llama2.c, llama.cpp).
-void rmsnorm(std::span<float> out, std::span<const float> x, std::span<const float> weight, float eps) {
-  float ss = 0.f;
-  for (float v : x) ss += v * v;
-  const float inv = 1.0f / std::sqrt(ss / static_cast<float>(x.size()) + eps);
-  for (std::size_t i = 0; i < x.size(); ++i) out[i] = weight[i] * (inv * x[i]);
-}
-
-// Adds `bias` to each bias.size()-long row of `y` (nothing when the model has no bias).
-void add_bias(std::span<float> y, std::span<const float> bias) {
-  if (bias.empty()) return;
-  for (std::size_t i = 0; i < y.size(); ++i) y[i] += bias[i % bias.size()];
-}
-
 }  // namespace
-
-void Decoder::project(const WeightMatrix& w, std::span<const float> x, std::uint32_t n, std::span<float> y) {
-  weight_matmul(w, x, n, y, matmul_scratch_);
-}
 
 Decoder::Decoder(std::shared_ptr<const ModelWeights> model, const CacheOptions& options)
     : model_(std::move(model)),
       attention_(options.attention),
       cache_(make_pool(stream_config(model_->config, options), options),
              stream_config(model_->config, options)),
-      calibrate_beta_(options.calibrate_beta) {
+      calibrate_beta_(options.calibrate_beta),
+      buffers_(model_->config, kMaxBatch),
+      logits_(model_->config.vocab_size) {
   const ModelConfig& c = model_->config;
   if (!(options.calibrate_beta > 0.f && options.calibrate_beta <= 1.f)) {
     throw InvalidArgument("calibration beta must be in (0, 1] (1 = off)");
   }
   if (wants_detector(options)) detector_.emplace(c.n_layers, c.n_heads, options.detector);
-  const std::size_t B = kMaxBatch;
-  x_.resize(B * c.dim);
-  xb_.resize(B * c.dim);
-  xb2_.resize(B * c.dim);
-  q_.resize(B * c.dim);
-  k_.resize(B * c.kv_dim());
-  v_.resize(B * c.kv_dim());
-  att_.resize(B * c.dim);
-  hb_.resize(B * c.hidden_dim);
-  hb2_.resize(B * c.hidden_dim);
-  logits_.resize(c.vocab_size);
-  // The widest activation row a product reads, rounded up to whole Q8 blocks: no allocation later.
-  matmul_scratch_.reserve(B, (std::max(c.dim, c.hidden_dim) + 31) / 32 * 32);
 }
 
 std::span<const float> Decoder::step(std::int32_t token) {
@@ -129,87 +101,74 @@ std::span<const float> Decoder::prefill(std::span<const std::int32_t> tokens,
   return logits_;
 }
 
-void Decoder::classify(std::span<const float> x, std::span<float> logits) {
-  const ModelConfig& c = config();
-  std::span<float> xn = std::span(xb_).first(c.dim);
-  rmsnorm(xn, x, model_->output_norm, c.rms_eps);
-  project(model_->output, xn, 1, logits);
+
+void Decoder::check_token(std::int32_t token) const {
+  const std::uint32_t vocab = config().vocab_size;
+  if (token < 0 || static_cast<std::uint32_t>(token) >= vocab) {
+    throw InvalidArgument("token id " + std::to_string(token) + " is outside the vocabulary [0, " +
+                          std::to_string(vocab) + ")");
+  }
 }
+
+void Decoder::attend_token(std::uint32_t il, std::span<const float> q, std::span<float> att,
+                           std::int64_t query_index) {
+  AttendOptions opt;
+  opt.n_heads = config().n_heads;
+  opt.query_index = query_index;
+  if (!detector_) {
+    layer_attention(attention_, cache_, il, q, att, {}, opt);
+    return;
+  }
+  // Single steps only (prefill runs one token at a time with a detector): the detector reads the
+  // newest query's attention over every kept token.
+  mass_.resize(std::size_t{opt.n_heads} * cache_.n_kept());
+  layer_attention(attention_, cache_, il, q, att, mass_, opt);
+  detector_->observe(cache_, il, mass_);
+  if (calibrate_beta_ < 1.f) calibrated_ += calibrate_sinks(cache_, *detector_, il, calibrate_beta_, att, mass_);
+  if (observer_) observer_(il, mass_);  // after calibration: the attention actually applied
+}
+
+// Attention of a prompt batch (or a single token) of this decoder's stream.
+class Decoder::BatchAttention final : public RowAttention {
+ public:
+  BatchAttention(Decoder& d, std::int64_t first_index) : d_(d), first_index_(first_index) {}
+  void attend(std::uint32_t il, ActivationBuffers& b, std::uint32_t n) override {
+    const std::size_t dim = d_.config().dim, kv_dim = d_.config().kv_dim();
+    d_.cache_.append(il, std::span(b.k).first(n * kv_dim), std::span(b.v).first(n * kv_dim));
+    for (std::uint32_t t = 0; t < n; ++t) {
+      d_.attend_token(il, std::span(b.q).subspan(t * dim, dim), std::span(b.att).subspan(t * dim, dim),
+                      n == 1 ? -1 : first_index_ + t);
+    }
+  }
+
+ private:
+  Decoder& d_;
+  std::int64_t first_index_;  ///< cache index of the batch's first token (-1: a single token)
+};
 
 void Decoder::forward(std::span<const std::int32_t> tokens, std::vector<float>* all_logits,
                       std::size_t row0) {
   const ModelConfig& c = config();
   const auto n = static_cast<std::uint32_t>(tokens.size());
   assert(n >= 1 && n <= kMaxBatch);
-  for (std::int32_t t : tokens) {
-    if (t < 0 || static_cast<std::uint32_t>(t) >= c.vocab_size) {
-      throw InvalidArgument("token id " + std::to_string(t) + " is outside the vocabulary [0, " +
-                            std::to_string(c.vocab_size) + ")");
-    }
-  }
-  const std::uint32_t dim = c.dim, kv_dim = c.kv_dim(), hidden = c.hidden_dim;
-  auto rows = [](std::vector<float>& buf, std::uint32_t n_rows, std::uint32_t width) {
-    return std::span(buf).first(std::size_t{n_rows} * width);
-  };
-  auto row = [](std::vector<float>& buf, std::uint32_t r, std::uint32_t width) {
-    return std::span(buf).subspan(std::size_t{r} * width, width);
-  };
+  for (std::int32_t t : tokens) check_token(t);
+  const std::size_t dim = c.dim, vocab = c.vocab_size;
 
   cache_.begin(tokens);  // may throw PoolExhausted: nothing has been changed yet
-  for (std::uint32_t t = 0; t < n; ++t) model_->embed(tokens[t], row(x_, t, dim));
+  for (std::uint32_t t = 0; t < n; ++t) model_->embed(tokens[t], std::span(buffers_.x).subspan(t * dim, dim));
   // With no eviction in the batch, token t of the batch sits at cache index n_kept - n + t; a
   // single token is simply the newest.
-  const std::int64_t first_index = n == 1 ? -1 : static_cast<std::int64_t>(cache_.n_kept()) - n;
-
-  for (std::uint32_t il = 0; il < c.n_layers; ++il) {
-    const LayerWeights& w = model_->layers[il];
-    // Attention block.
-    for (std::uint32_t t = 0; t < n; ++t) rmsnorm(row(xb_, t, dim), row(x_, t, dim), w.attn_norm, c.rms_eps);
-    project(w.wq, rows(xb_, n, dim), n, rows(q_, n, dim));
-    project(w.wk, rows(xb_, n, dim), n, rows(k_, n, kv_dim));
-    project(w.wv, rows(xb_, n, dim), n, rows(v_, n, kv_dim));
-    add_bias(rows(q_, n, dim), w.bq);
-    add_bias(rows(k_, n, kv_dim), w.bk);
-    add_bias(rows(v_, n, kv_dim), w.bv);
-    cache_.append(il, rows(k_, n, kv_dim), rows(v_, n, kv_dim));
-    for (std::uint32_t t = 0; t < n; ++t) {
-      AttendOptions opt;
-      opt.n_heads = c.n_heads;
-      opt.query_index = n == 1 ? -1 : first_index + t;
-      if (detector_) {
-        // Single steps only (prefill runs one token at a time with a detector): the detector
-        // reads the newest query's attention over every kept token.
-        mass_.resize(std::size_t{c.n_heads} * cache_.n_kept());
-        layer_attention(attention_, cache_, il, row(q_, t, dim), row(att_, t, dim), mass_, opt);
-        detector_->observe(cache_, il, mass_);
-        if (calibrate_beta_ < 1.f)
-          calibrated_ += calibrate_sinks(cache_, *detector_, il, calibrate_beta_, row(att_, t, dim), mass_);
-        if (observer_) observer_(il, mass_);  // after calibration: the attention actually applied
-      } else {
-        layer_attention(attention_, cache_, il, row(q_, t, dim), row(att_, t, dim), {}, opt);
-      }
-    }
-    project(w.wo, rows(att_, n, dim), n, rows(xb2_, n, dim));
-    for (std::size_t i = 0; i < std::size_t{n} * dim; ++i) x_[i] += xb2_[i];
-
-    // SwiGLU feed-forward block: w2(silu(w1 x) * w3 x).
-    for (std::uint32_t t = 0; t < n; ++t) rmsnorm(row(xb_, t, dim), row(x_, t, dim), w.ffn_norm, c.rms_eps);
-    project(w.ffn_gate, rows(xb_, n, dim), n, rows(hb_, n, hidden));
-    project(w.ffn_up, rows(xb_, n, dim), n, rows(hb2_, n, hidden));
-    for (std::size_t i = 0; i < std::size_t{n} * hidden; ++i) {
-      const float g = hb_[i];
-      hb_[i] = g / (1.0f + std::exp(-g)) * hb2_[i];
-    }
-    project(w.ffn_down, rows(hb_, n, hidden), n, rows(xb2_, n, dim));
-    for (std::size_t i = 0; i < std::size_t{n} * dim; ++i) x_[i] += xb2_[i];
-  }
+  BatchAttention attention(*this, n == 1 ? -1 : static_cast<std::int64_t>(cache_.n_kept()) - n);
+  run_layers(*model_, buffers_, n, attention);
 
   if (all_logits != nullptr) {
-    for (std::uint32_t t = 0; t < n; ++t) {
-      classify(row(x_, t, dim), std::span(*all_logits).subspan((row0 + t) * c.vocab_size, c.vocab_size));
-    }
+    const std::span<float> out = std::span(*all_logits).subspan(row0 * vocab, n * vocab);
+    classify_rows(*model_, buffers_.x, n, buffers_.xb, out, buffers_.matmul);
+    std::copy(out.end() - static_cast<std::ptrdiff_t>(vocab), out.end(), logits_.begin());
+  } else {
+    classify_rows(*model_, std::span(buffers_.x).subspan((n - 1) * dim, dim), 1, buffers_.xb, logits_,
+                  buffers_.matmul);
   }
-  classify(row(x_, n - 1, dim), logits_);
 }
 
 }  // namespace kvcache::llama

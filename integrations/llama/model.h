@@ -16,7 +16,7 @@
 #include "kvcache/stream_cache.h"
 #include "llama/layer_attention.h"
 #include "llama/model_weights.h"
-#include "llama/weight_matmul.h"
+#include "llama/transformer_pass.h"
 
 namespace kvcache::llama {
 
@@ -105,9 +105,14 @@ class Decoder {
   /// must cause no eviction. Leaves logits of the last token in logits_ (and every token's in
   /// `all_logits` from row `row0` when given).
   void forward(std::span<const std::int32_t> tokens, std::vector<float>* all_logits, std::size_t row0);
-  void classify(std::span<const float> x, std::span<float> logits);
-  /// y = W x for n rows of x, W in its own type.
-  void project(const WeightMatrix& w, std::span<const float> x, std::uint32_t n, std::span<float> y);
+  /// Throws InvalidArgument for a token id outside the vocabulary.
+  void check_token(std::int32_t token) const;
+  /// Attention of one query of layer `il` (keys and values already appended), with the detector,
+  /// calibration and observer when present. query_index as in AttendOptions.
+  void attend_token(std::uint32_t il, std::span<const float> q, std::span<float> att, std::int64_t query_index);
+
+  class BatchAttention;
+  friend class DecodeBatch;  // runs check_token / cache_.begin / attend_token for one token per stream
 
   std::shared_ptr<const ModelWeights> model_;  ///< weights, shared and immutable
   AttentionKernel attention_;                  ///< which kvcache attention to call
@@ -116,19 +121,9 @@ class Decoder {
   std::optional<SinkDetector> detector_;       ///< present when attention mass is needed
   std::uint64_t calibrated_ = 0;               ///< calibrated (head, token) pairs so far
   AttentionObserver observer_;                 ///< diagnostics hook, usually empty
-  // Scratch, sized for kMaxBatch tokens and reused every step (no allocation while decoding).
-  std::vector<float> x_;          ///< [batch][dim] residual stream
-  std::vector<float> xb_;         ///< [batch][dim] normalised input of a sub-layer
-  std::vector<float> xb2_;        ///< [batch][dim] sub-layer output
-  std::vector<float> q_;          ///< [batch][dim] queries (pre-RoPE)
-  std::vector<float> k_;          ///< [batch][kv_dim] keys (pre-RoPE)
-  std::vector<float> v_;          ///< [batch][kv_dim] values
-  std::vector<float> att_;        ///< [batch][dim] attention output
-  std::vector<float> hb_;         ///< [batch][hidden] gate, then SwiGLU
-  std::vector<float> hb2_;        ///< [batch][hidden] up projection
+  ActivationBuffers buffers_;      ///< scratch for kMaxBatch rows (no allocation while decoding)
   std::vector<float> logits_;     ///< [vocab] logits of the last token fed
   std::vector<float> mass_;       ///< [n_heads][n_kept] attention mass of one query (detector)
-  MatmulScratch matmul_scratch_;  ///< quantised activations for the Q types' products
 };
 
 }  // namespace kvcache::llama

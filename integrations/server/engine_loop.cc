@@ -224,17 +224,39 @@ void Engine::State::step_all() {
     }
   }
   if (decode.empty()) return;
-  ++decode_steps;
-  decode_rows += decode.size();
-  for (ActiveJob* a : decode) {
-    try {
-      a->logits = a->session->decoder->step(a->pending);
-      a->pending = -1;
-      sample(*a);
-    } catch (const std::exception& e) {
-      a->done = true;
-      a->reason = "error";
-      a->why = e.what();
+  // Continuous batching: one forward pass feeds the pending token of every decoding request (in
+  // chunks of the batch's capacity); each row's logits equal its own Decoder::step's.
+  const std::size_t cap = decode_batch.max_rows();
+  for (std::size_t first = 0; first < decode.size(); first += cap) {
+    const std::size_t n = std::min(cap, decode.size() - first);
+    batch_decoders.clear();
+    batch_tokens.clear();
+    for (std::size_t i = first; i < first + n; ++i) {
+      batch_decoders.push_back(decode[i]->session->decoder.get());
+      batch_tokens.push_back(decode[i]->pending);
+    }
+    batch_errors.assign(n, nullptr);
+    ++decode_steps;
+    decode_rows += n;
+    decode_batch.step(batch_decoders, batch_tokens, batch_errors);
+    for (std::size_t i = 0; i < n; ++i) {
+      ActiveJob& a = *decode[first + i];
+      if (batch_errors[i]) {
+        // Not expected (admission reserved the pages); the cache is unchanged, the token stays pending.
+        a.done = true;
+        a.reason = "error";
+        try {
+          std::rethrow_exception(batch_errors[i]);
+        } catch (const std::exception& e) {
+          a.why = e.what();
+        } catch (...) {
+          a.why = "unknown error";
+        }
+        continue;
+      }
+      a.logits = decode_batch.logits(i);
+      a.pending = -1;
+      sample(a);
     }
   }
 }

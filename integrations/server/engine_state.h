@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -16,6 +17,7 @@
 
 #include "engine.h"
 #include "kvcache/page_pool.h"
+#include "llama/decode_batch.h"
 #include "llama/sampler.h"
 #include "session_record.h"
 #include "text_stops.h"
@@ -62,6 +64,9 @@ struct ActiveJob {
 };
 
 struct Engine::State {
+  /// Rows of one batched decode step (more running requests take several passes per round).
+  static constexpr std::uint32_t kMaxDecodeRows = 64;
+
   State(std::shared_ptr<const kvcache::llama::ModelWeights> m,
         std::shared_ptr<const kvcache::llama::TextTokenizer> t, EngineOptions o)
       : model(std::move(m)), tokenizer(std::move(t)), opt(std::move(o)) {}
@@ -83,6 +88,12 @@ struct Engine::State {
   std::uint64_t tick = 0;
   bool stopping = false, stopped = false;
   std::vector<ActiveJob> active;  ///< engine thread only
+  /// The decode step of all running requests (engine thread only), with its argument buffers
+  /// (reused: no allocation per step).
+  kvcache::llama::DecodeBatch decode_batch{model, kMaxDecodeRows};
+  std::vector<kvcache::llama::Decoder*> batch_decoders;
+  std::vector<std::int32_t> batch_tokens;
+  std::vector<std::exception_ptr> batch_errors;
 
   // Counters for /metrics (the atomic ones are bumped by the engine thread without the lock).
   std::uint64_t parks = 0, restores = 0, refusals = 0, requests = 0, cancelled = 0;
