@@ -51,6 +51,8 @@ void Engine::State::log(const std::string& line) const {
 std::size_t Engine::State::pages_bound(std::uint64_t tokens) const {
   // Per layer: pinned and window pages, each up to one partly used page, plus a window ring whose
   // oldest page is partly consumed, plus one token of slack for a pin planned before a release.
+  // page_tokens is the smaller of the two regions' tokens per page, so the bound holds whichever
+  // region the tokens sit in.
   const std::uint64_t t = std::min<std::uint64_t>(tokens, budget) + 1;
   return static_cast<std::size_t>((t + page_tokens - 1) / page_tokens + 2) * model->config.n_layers;
 }
@@ -93,7 +95,9 @@ Engine::Engine(std::shared_ptr<const kvcache::llama::ModelWeights> model,
     probe.max_kv_bytes = std::size_t{1} << 20;
     const Decoder d(s.model, probe);
     s.budget = d.cache().policy().budget();
-    s.page_tokens = d.cache().config().page_tokens;
+    // A pinned region stored wider than the window (--pinned-dtype f16 over q4) fits fewer tokens
+    // in a page: bound every region by the smaller page (see pages_bound).
+    s.page_tokens = std::min(d.cache().config().page_tokens, d.cache().config().pinned_layout().page_tokens);
     s.pool = std::make_shared<kvcache::PagePool>(
         kvcache::PagePoolOptions{d.cache().config().layout().page_bytes(), s.opt.pool_bytes});
   }
@@ -247,6 +251,7 @@ EngineAccounting Engine::accounting() {
   a.parks = s.parks;
   a.restores = s.restores;
   a.refusals = s.refusals;
+  a.reservation_overruns = s.overruns;
   return a;
 }
 

@@ -43,6 +43,9 @@ struct EngineAccounting {
   std::size_t sessions_resident = 0, sessions_parked = 0, sessions_corrupt = 0;
   std::size_t requests_active = 0, requests_queued = 0;
   std::uint64_t parks = 0, restores = 0, refusals = 0;
+  /// Requests whose session ended holding more pages than admission reserved for it (a bug in
+  /// the reservation bound: the pool could then run out under a running stream). Always 0.
+  std::uint64_t reservation_overruns = 0;
 };
 
 /// Thread safety: every public method may be called from any thread at any time.

@@ -274,6 +274,11 @@ void Engine::State::retire_done() {
     ++s.meta.requests;
     s.meta.last_used_unix = unix_now();
     refresh(s);
+    if (s.stats.pages > s.reserved_pages) {
+      ++overruns;
+      log(fmt::format("BUG: session {} holds {} pages, {} were reserved", s.meta.id, s.stats.pages,
+                      s.reserved_pages));
+    }
     committed -= s.reserved_pages;
     s.reserved_pages = 0;
     s.busy = false;

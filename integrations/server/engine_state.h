@@ -77,7 +77,7 @@ struct Engine::State {
   std::shared_ptr<kvcache::PagePool> pool;
   std::string fingerprint;   ///< model identity stored with every session
   std::uint32_t budget = 0;  ///< tokens kept per layer (the policy's budget)
-  std::uint32_t page_tokens = 0;
+  std::uint32_t page_tokens = 0;  ///< tokens per page of the narrower region (pages_bound)
   std::size_t pages_max = 0;
 
   std::mutex mu;  ///< guards everything below except `active` (engine thread only)
@@ -96,7 +96,7 @@ struct Engine::State {
   std::vector<std::exception_ptr> batch_errors;
 
   // Counters for /metrics (the atomic ones are bumped by the engine thread without the lock).
-  std::uint64_t parks = 0, restores = 0, refusals = 0, requests = 0, cancelled = 0;
+  std::uint64_t parks = 0, restores = 0, refusals = 0, requests = 0, cancelled = 0, overruns = 0;
   std::atomic<std::uint64_t> tokens_generated{0}, tokens_prompted{0}, decode_steps{0}, decode_rows{0};
   std::deque<std::pair<double, std::uint64_t>> rate_window;  ///< (seconds, tokens_generated) samples
 

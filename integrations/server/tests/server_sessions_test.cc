@@ -30,29 +30,41 @@ Answer post_retrying(httplib::Client& c, const json& body, std::atomic<int>& ref
   }
 }
 
+// The completion's text; an answer that is not a whole completion (an error, a request that
+// ended with finish_reason "error") is printed and counted.
+std::string text_or_failure(const Answer& a, std::atomic<int>& failures) {
+  if (a.status != 200 || a.body["choices"][0]["finish_reason"] == "error") {
+    std::fprintf(stderr, "%s\n", a.raw.c_str());
+    ++failures;
+    return {};
+  }
+  return a.body["choices"][0]["text"];
+}
+
 std::string prompt_of(int i) { return i % 2 ? "The cat sat" : "Once there was a boy"; }
 
-}  // namespace
 
-TEST_CASE("server: 64 concurrent sessions in a pool a fraction of their size equal their single runs") {
-  constexpr int kSessions = 64;
+// n_sessions clients at once, each two turns in its own session, against a server whose pool
+// (pool_mib) holds a fraction of what they need: parking and restoring happen, and every session's
+// text must equal its single-session run (batched decode changes no arithmetic), with the pool's
+// pages accounted exactly at the end.
+void check_concurrent_sessions(int n_sessions, const kvcache::llama::CacheOptions& cache, double pool_mib) {
   constexpr std::uint32_t kTokens = 12;
+  const auto kSessions = static_cast<std::size_t>(n_sessions);
   // The single-session runs, first: two turns each.
   std::vector<std::string> want1(kSessions), want2(kSessions);
-  for (int i = 0; i < kSessions; ++i) {
-    Oracle o(test_cache(), 1.f, 0.9f, 1000 + static_cast<std::uint64_t>(i));
+  for (int i = 0; i < n_sessions; ++i) {
+    Oracle o(cache, 1.f, 0.9f, 1000 + static_cast<std::uint64_t>(i));
     want1[static_cast<std::size_t>(i)] = o.turn(prompt_of(i), kTokens);
     want2[static_cast<std::size_t>(i)] = o.turn(" and then", kTokens);
   }
 
   TempDir dir;
-  // 0.75 MiB = 192 pages of 4 KiB; each idle session holds 10-15 pages, a running one reserves
-  // up to 20: about a sixth of the sessions fit at once.
-  TestServer server(dir.path, 0.75);
+  TestServer server(dir.path, pool_mib, cache);
   std::atomic<int> refusals{0}, failures{0};
   std::vector<std::string> ids(kSessions), got1(kSessions), got2(kSessions);
   std::vector<std::thread> clients;
-  for (int i = 0; i < kSessions; ++i) {
+  for (int i = 0; i < n_sessions; ++i) {
     clients.emplace_back([&, i] {
       auto c = server.client();
       const auto k = static_cast<std::size_t>(i);
@@ -67,10 +79,10 @@ TEST_CASE("server: 64 concurrent sessions in a pool a fraction of their size equ
       json t1 = base;
       t1["prompt"] = prompt_of(i);
       t1["seed"] = 1000 + i;
-      got1[k] = post_retrying(c, t1, refusals).body["choices"][0]["text"];
+      got1[k] = text_or_failure(post_retrying(c, t1, refusals), failures);
       json t2 = base;
       t2["prompt"] = " and then";
-      got2[k] = post_retrying(c, t2, refusals).body["choices"][0]["text"];
+      got2[k] = text_or_failure(post_retrying(c, t2, refusals), failures);
     });
   }
   for (auto& t : clients) t.join();
@@ -80,6 +92,17 @@ TEST_CASE("server: 64 concurrent sessions in a pool a fraction of their size equ
     CHECK_MESSAGE(got2[k] == want2[k], "session " << k << " turn 2");
   }
   const EngineAccounting a = server.engine().accounting();
+  // Continuous batching ran: decode steps fed more than one session on average.
+  auto c = server.client();
+  const std::string metrics = c.Get("/metrics")->body;
+  const auto counter = [&](const std::string& name) {
+    const std::size_t at = metrics.find("\n" + name + " ");
+    REQUIRE(at != std::string::npos);
+    return std::stod(metrics.substr(at + name.size() + 2));
+  };
+  const double steps = counter("kvstream_decode_steps_total"), rows = counter("kvstream_decode_rows_total");
+  MESSAGE("decode steps " << steps << ", rows " << rows);
+  CHECK(rows > 1.5 * steps);
   MESSAGE("parks " << a.parks << ", restores " << a.restores << ", 503 answers " << refusals.load());
   CHECK(a.parks > 0);
   CHECK(a.restores > 0);
@@ -90,14 +113,32 @@ TEST_CASE("server: 64 concurrent sessions in a pool a fraction of their size equ
   CHECK(a.committed_pages == a.resident_pages);
   CHECK(a.pool_pages_in_use <= a.pool_pages_max);
   CHECK(a.requests_active == 0);
+  CHECK(a.reservation_overruns == 0);
 
-  auto c = server.client();
   for (const std::string& id : ids) CHECK(c.Delete(("/v1/sessions/" + id).c_str())->status == 200);
   const EngineAccounting after = server.engine().accounting();
   CHECK(after.pool_pages_in_use == 0);
   CHECK(after.committed_pages == 0);
   CHECK(after.sessions_parked + after.sessions_resident == 0);
   CHECK(fs::is_empty(dir.path));  // parked records are removed with their sessions
+}
+
+}  // namespace
+
+TEST_CASE("server: 64 concurrent sessions in a pool a fraction of their size equal their single runs") {
+  // 0.75 MiB = 192 pages of 4 KiB; each idle session holds 10-15 pages, a running one reserves
+  // up to 20: about a sixth of the sessions fit at once.
+  check_concurrent_sessions(64, test_cache(), 0.75);
+}
+
+TEST_CASE("server: q4 sessions with f32 pinned tokens (a pinned page holds fewer tokens) stay within their reservation") {
+  // H2O pins up to 12 heavy hitters of a 16-token budget, in f32 pages that hold about a fifth as
+  // many tokens as a q4 window page: the reservation must count pinned pages at their own size.
+  kvcache::llama::CacheOptions cache = test_cache();
+  cache.policy = kvcache::PolicyConfig::heavy_hitters(12, 16);
+  cache.dtype = kvcache::DType::q4;
+  cache.pinned_dtype = kvcache::DType::f32;
+  check_concurrent_sessions(24, cache, 0.15);
 }
 
 TEST_CASE("server: after a shutdown, a restarted server resumes every session exactly") {
