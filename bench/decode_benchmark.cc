@@ -16,7 +16,7 @@
 //            GBps        (decode_weight_bytes + KV bytes held) x tok_s / 1e9
 //            triad_GBps  STREAM triad in this binary, same threads, 384 MiB
 //            ratio       GBps / triad_GBps (issue 10 asks >= 0.7 at 2 threads for q8_0 / q4_0)
-//            kept        tokens in the cache during the steps
+//            kept        tokens in the cache after the steps
 #include <benchmark/benchmark.h>
 #include <oneapi/tbb/task_arena.h>
 #include <unistd.h>

@@ -75,6 +75,8 @@ nlohmann::json depth_json(const kvcache::llama::DepthResult& d) {
   j["tokens_per_second"] = d.tokens_per_second;
   j["gbps"] = d.gbps;
   j["triad_ratio"] = d.triad_ratio;
+  j["cpu_seconds"] = d.cpu_seconds;
+  j["gbps_cpu"] = d.gbps_cpu;
   return j;
 }
 
@@ -96,20 +98,21 @@ void print_table(const BenchOptions& o, const LoadedModel& m, const kvcache::lla
   }
   std::printf("decode, %u steps per depth, depth reached by %s:\n", r.decode_steps,
               r.fill_prefill ? "prefill batches (single steps once evicting)" : "single steps");
-  std::printf("%8s %7s %9s %13s %9s %8s %9s %9s\n", "depth", "kept", "KV MiB", "MiB/token", "tok/s", "GB/s",
-              "of triad", "fill s");
+  std::printf("%8s %7s %9s %13s %9s %8s %9s %9s %9s\n", "depth", "kept", "KV MiB", "MiB/token", "tok/s",
+              "GB/s", "of triad", "GB/s cpu", "fill s");
   for (const auto& d : r.depths) {
     if (!d.reached) {
       std::printf("%8llu  not reached within --max-seconds %.0f\n",
                   static_cast<unsigned long long>(d.requested_depth), o.max_seconds);
       continue;
     }
-    std::printf("%8llu %7u %9.1f %13.1f %9.2f %8.2f %9.3f %9.1f\n", static_cast<unsigned long long>(d.depth),
-                d.tokens_kept, static_cast<double>(d.kv_bytes) / mib,
-                static_cast<double>(d.bytes_per_token) / mib, d.tokens_per_second, d.gbps, d.triad_ratio,
-                d.fill_seconds);
+    std::printf("%8llu %7u %9.1f %13.1f %9.2f %8.2f %9.3f %9.2f %9.1f\n",
+                static_cast<unsigned long long>(d.depth), d.tokens_kept,
+                static_cast<double>(d.kv_bytes) / mib, static_cast<double>(d.bytes_per_token) / mib,
+                d.tokens_per_second, d.gbps, d.triad_ratio, d.gbps_cpu, d.fill_seconds);
   }
-  std::printf("total %.1f s\n", r.total_seconds);
+  std::printf("total %.1f s (GB/s cpu: bytes per CPU second of the %d threads, the rate while they ran)\n",
+              r.total_seconds, threads);
 }
 
 }  // namespace

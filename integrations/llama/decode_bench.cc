@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <ctime>
 #include <random>
 #include <string>
 
@@ -13,6 +14,12 @@ namespace kvcache::llama {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -127,14 +134,20 @@ DecodeBenchResult run_decode_bench(std::shared_ptr<const ModelWeights> model, co
         d.depth = before.tokens_seen;
         d.tokens_kept = before.tokens_kept;
         const std::string phase = "decode " + label;
+        const double cpu0 = process_cpu_seconds();
         const auto t0 = Clock::now();
         for (std::uint32_t i = 0; i < o.decode_steps; ++i) dec.step(tokens.next());
         d.seconds = seconds_since(t0);
+        d.cpu_seconds = process_cpu_seconds() - cpu0;
         if (o.progress) o.progress(phase, o.decode_steps, o.decode_steps);
         d.kv_bytes = (before.kv_bytes + dec.cache().stats().kv_bytes) / 2;
         d.bytes_per_token = r.weight_bytes + d.kv_bytes;
         d.tokens_per_second = o.decode_steps / d.seconds;
         d.gbps = static_cast<double>(d.bytes_per_token) * d.tokens_per_second / 1e9;
+        if (d.cpu_seconds > 0) {
+          d.gbps_cpu =
+              static_cast<double>(d.bytes_per_token) * o.decode_steps / (d.cpu_seconds / o.threads) / 1e9;
+        }
         d.reached = true;
       } else {
         stopped = true;  // the time limit: later depths are deeper still

@@ -66,6 +66,12 @@ struct DepthResult {
   double tokens_per_second = 0;     ///< decode_steps / seconds
   double gbps = 0;                  ///< bytes_per_token x tokens_per_second / 1e9
   double triad_ratio = 0;           ///< gbps / triad GB/s (0 without a triad)
+  /// Process CPU time (all threads) during the timed steps. On a shared machine the wall-clock
+  /// rate also counts time the threads waited for a core; cpu_seconds / threads does not.
+  double cpu_seconds = 0;
+  /// bytes_per_token x decode_steps / (cpu_seconds / threads) / 1e9: the rate while the threads
+  /// ran (oneTBB workers that spin while waiting count as running, so this is a lower bound).
+  double gbps_cpu = 0;
 };
 
 struct DecodeBenchResult {
