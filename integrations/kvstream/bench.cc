@@ -102,7 +102,7 @@ void print_table(const BenchOptions& o, const LoadedModel& m, const kvcache::lla
               "GB/s", "of triad", "GB/s cpu", "fill s");
   for (const auto& d : r.depths) {
     if (!d.reached) {
-      std::printf("%8llu  not reached within --max-seconds %.0f\n",
+      std::printf("%8llu  not reached within --max-seconds %g\n",
                   static_cast<unsigned long long>(d.requested_depth), o.max_seconds);
       continue;
     }
