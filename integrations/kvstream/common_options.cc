@@ -1,6 +1,7 @@
 #include "common_options.h"
 
 #include <fmt/format.h>
+#include <oneapi/tbb/info.h>
 
 #include <algorithm>
 
@@ -14,7 +15,7 @@
 
 namespace kvstream {
 
-void add_common_options(CLI::App& app, CommonOptions& o, bool policy_flags) {
+void add_common_options(CLI::App& app, CommonOptions& o, bool policy_flags, const std::string& threads_flag) {
   app.add_option(
       "--model", o.model,
       "model file: a GGUF file (llama.cpp's format; architectures llama and qwen2, tensor types f32, f16, "
@@ -97,6 +98,28 @@ void add_common_options(CLI::App& app, CommonOptions& o, bool policy_flags) {
                  "attention kernel: simd (Highway, online softmax) or reference (scalar oracle, slow)")
       ->check(CLI::IsMember({"simd", "reference"}))
       ->capture_default_str();
+  // A custom check, not CLI::PositiveNumber: the message says what to do to get every core.
+  app.add_option(threads_flag, o.threads,
+                 fmt::format("threads for the matrix products and attention (a oneTBB task arena of N "
+                             "threads, the calling one included); default: every core ({} here)",
+                             oneapi::tbb::info::default_concurrency()))
+      ->check(CLI::Validator(
+          [](std::string& value) -> std::string {
+            int n = 0;
+            if (!CLI::detail::lexical_cast(value, n) || n < 1) {
+              // CLI11 puts the flag's name in front of this message.
+              return fmt::format(
+                  "must be a whole number of threads, at least 1 (got '{}'; leave the flag "
+                  "out to use every core)",
+                  value);
+            }
+            return {};
+          },
+          "N >= 1"));
+}
+
+int thread_count(const CommonOptions& o) {
+  return o.threads ? *o.threads : std::max(1, oneapi::tbb::info::default_concurrency());
 }
 
 const char* pin_reason_name(kvcache::PinReason r) {

@@ -1,6 +1,8 @@
 // Flags shared by every kvstream subcommand: model files and the KV cache policy.
 #pragma once
 
+#include <oneapi/tbb/task_arena.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <memory>
@@ -33,11 +35,28 @@ struct CommonOptions {
   std::string positions = "reindexed";
   double max_kv_mb = 1024;
   std::string attention = "simd";
+  /// --threads: oneTBB threads the run's products and attention use; unset = every core.
+  std::optional<int> threads;
 };
 
-/// Registers --model, --tokenizer and the cache flags on `app`, writing into `opts`. Without
-/// `policy_flags`, --policy and --budget are left out (sweep takes lists of them instead).
-void add_common_options(CLI::App& app, CommonOptions& opts, bool policy_flags = true);
+/// Registers --model, --tokenizer, the cache flags and the thread count on `app`, writing into
+/// `opts`. Without `policy_flags`, --policy and --budget are left out (sweep takes lists of them
+/// instead). `threads_flag` names the thread-count option ("--threads"; serve, whose --threads
+/// counts HTTP connections, passes "--decode-threads").
+void add_common_options(CLI::App& app, CommonOptions& opts, bool policy_flags = true,
+                        const std::string& threads_flag = "--threads");
+
+/// The thread count to run with: --threads, or every core oneTBB sees when it is not given.
+int thread_count(const CommonOptions& opts);
+
+/// Runs `f` inside a oneTBB task_arena of thread_count(opts) threads (the calling thread is one of
+/// them), so every parallel loop below it (matrix products, attention) uses at most that many
+/// threads. Returns what `f` returns; exceptions propagate.
+template <class F>
+auto run_in_arena(const CommonOptions& opts, F&& f) {
+  oneapi::tbb::task_arena arena(thread_count(opts));
+  return arena.execute(std::forward<F>(f));
+}
 
 /// The decoder's cache options for the flags (validated by the library when the cache is built).
 /// `model` resolves --sink-min-heads 0 to 20% of its layer x head pairs.

@@ -5,6 +5,7 @@
 #include <exception>
 #include <string>
 
+#include "bench.h"
 #include "generate.h"
 #include "inspect.h"
 #include "kvcache/error.h"
@@ -48,6 +49,8 @@ int main(int argc, char** argv) {
   CLI::App* tokenize_cmd = kvstream::add_tokenize_command(app, tokenize);
   kvstream::ServeOptions serve;
   CLI::App* serve_cmd = kvstream::add_serve_command(app, serve);
+  kvstream::BenchOptions bench;
+  CLI::App* bench_cmd = kvstream::add_bench_command(app, bench);
 
   try {
     app.parse(argc, argv);
@@ -61,12 +64,17 @@ int main(int argc, char** argv) {
   }
 
   try {
-    if (gen_cmd->parsed()) return kvstream::run_generate(gen);
-    if (ppl_cmd->parsed()) return kvstream::run_ppl(ppl);
+    // Each command's work runs in a task arena of --threads threads (sweep sizes its own arena from
+    // --threads and --jobs; serve's engine thread enters one of --decode-threads).
+    using kvstream::run_in_arena;
+    if (gen_cmd->parsed()) return run_in_arena(gen.common, [&] { return kvstream::run_generate(gen); });
+    if (ppl_cmd->parsed()) return run_in_arena(ppl.common, [&] { return kvstream::run_ppl(ppl); });
     if (sweep_cmd->parsed()) return kvstream::run_sweep(sweep);
-    if (inspect_cmd->parsed()) return kvstream::run_inspect(inspect);
+    if (inspect_cmd->parsed())
+      return run_in_arena(inspect.common, [&] { return kvstream::run_inspect(inspect); });
     if (tokenize_cmd->parsed()) return kvstream::run_tokenize(tokenize);
     if (serve_cmd->parsed()) return kvstream::run_serve(serve);
+    if (bench_cmd->parsed()) return run_in_arena(bench.common, [&] { return kvstream::run_bench(bench); });
     return 2;
   } catch (const kvcache::PoolExhausted& e) {
     report("KV pool exhausted (raise --max-kv-mb or use a budgeted policy): ", e.what());

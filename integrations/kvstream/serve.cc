@@ -24,7 +24,8 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
       "request. "
       "SIGTERM or Ctrl-C parks every session and exits; started again on the same --state-dir, every session "
       "resumes exactly.");
-  add_common_options(*cmd, o.common);
+  // --threads already counts HTTP connections here: the decode thread count is --decode-threads.
+  add_common_options(*cmd, o.common, /*policy_flags=*/true, "--decode-threads");
   cmd->remove_option(cmd->get_option("--max-kv-mb"));  // the pool is --pool-mib, shared by all sessions
   cmd->add_option("--host", o.host, "address to listen on (default loopback only)")->capture_default_str();
   cmd->add_option("--port", o.port, "TCP port; 0 = any free port (printed at startup)")
@@ -72,6 +73,7 @@ int run_serve(const ServeOptions& o) {
   e.max_sessions = o.max_sessions;
   e.limits.max_tokens = o.max_tokens_limit;
   e.model_name = m.weights->path.stem().string();
+  e.threads = thread_count(o.common);
   std::fprintf(stderr, "[kvstream serve] model %s (%s), %s; KV pool %.1f MiB; sessions in %s\n",
                m.weights->path.string().c_str(), m.model_source.c_str(),
                policy_summary(o.common, m.weights->config).c_str(), o.pool_mib, e.store->describe().c_str());

@@ -1,7 +1,6 @@
 #include "sweep.h"
 
 #include <fmt/format.h>
-#include <oneapi/tbb/info.h>
 #include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/task_arena.h>
 
@@ -57,9 +56,11 @@ CLI::App* add_sweep_command(CLI::App& app, SweepOptions& o) {
       ->check(CLI::IsMember({"f32", "f16", "q8", "q4"}));
   cmd->add_option("--out", o.out_dir, "output directory (created if missing; sweep.* files are overwritten)")
       ->required();
-  cmd->add_option("-j,--jobs", o.jobs,
-                  "grid points run at once (oneTBB threads); 0 = hardware threads. tokens_per_second is "
-                  "measured with this many points sharing the CPU")
+  cmd->add_option(
+         "-j,--jobs", o.jobs,
+         "grid points run at once, each on a thread of the --threads arena; 0 = --threads (every core "
+         "when that is not given either; more jobs than --threads is an error). tokens_per_second is "
+         "measured with this many points sharing the CPU")
       ->capture_default_str();
   cmd->add_option("--segment", o.segment, "scored tokens per segment in sweep.json's per-segment ppl")
       ->check(CLI::Range(1u, 1u << 30))
@@ -164,10 +165,10 @@ class SweepProgress {
   Clock::time_point start_ = Clock::now(), last_ = start_;
 };
 
-// Runs every point, `jobs` at a time, longest first (so the full policy's quadratic run does not
-// start last and leave the other threads idle at the end).
+// Runs every point, `jobs` at a time in an arena of `threads` (>= jobs) threads, longest first (so
+// the full policy's quadratic run does not start last and leave the other threads idle at the end).
 void run_grid(std::vector<Point>& grid, std::span<const std::int32_t> tokens, std::uint32_t segment,
-              unsigned jobs, SweepProgress* progress) {
+              unsigned jobs, int threads, SweepProgress* progress) {
   std::vector<std::size_t> order(grid.size());
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return grid[a].cost > grid[b].cost; });
@@ -196,7 +197,7 @@ void run_grid(std::vector<Point>& grid, std::span<const std::int32_t> tokens, st
   };
 
   const auto workers = static_cast<int>(std::min<std::size_t>(jobs, grid.size()));
-  oneapi::tbb::task_arena arena(static_cast<int>(jobs));
+  oneapi::tbb::task_arena arena(threads);
   arena.execute([&] {
     oneapi::tbb::parallel_for(0, workers, [&](int) {
       while (!failed.load()) {
@@ -297,14 +298,21 @@ int run_sweep(const SweepOptions& o) {
   std::filesystem::create_directories(out, ec);
   if (ec) throw kvcache::Error(fmt::format("cannot create --out {}: {}", o.out_dir, ec.message()));
 
-  const unsigned jobs =
-      o.jobs > 0 ? o.jobs : static_cast<unsigned>(std::max(1, oneapi::tbb::info::default_concurrency()));
+  // Each running point needs a thread of its own; spare threads help the points' products. Without
+  // --threads the arena has every core, or --jobs threads when more jobs than cores are asked.
+  const unsigned jobs = o.jobs > 0 ? o.jobs : static_cast<unsigned>(thread_count(o.common));
+  if (o.common.threads && jobs > static_cast<unsigned>(*o.common.threads)) {
+    throw kvcache::InvalidArgument(fmt::format(
+        "--jobs {} exceeds --threads {}: each grid point running at once needs a thread of its own", jobs,
+        *o.common.threads));
+  }
+  const int threads = std::max(thread_count(o.common), static_cast<int>(jobs));
   install_signal_handlers();
   std::unique_ptr<SweepProgress> progress;
   if (stderr_is_tty())
     progress = std::make_unique<SweepProgress>(grid.size(), grid.size() * (tokens.size() - 1));
   const auto start = Clock::now();
-  run_grid(grid, tokens, o.segment, jobs, progress.get());
+  run_grid(grid, tokens, o.segment, jobs, threads, progress.get());
   const double wall = std::chrono::duration<double>(Clock::now() - start).count();
   if (progress) progress->clear();
   const bool complete =
@@ -318,6 +326,7 @@ int run_sweep(const SweepOptions& o) {
   j["tokens_total"] = tokens.size();
   j["tokens_scored"] = tokens.size() - 1;
   j["jobs"] = jobs;
+  j["threads"] = threads;
   j["wall_seconds"] = wall;
   j["segment_tokens"] = o.segment;
   j["complete"] = complete;

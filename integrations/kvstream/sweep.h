@@ -18,7 +18,7 @@ struct SweepOptions {
   std::vector<std::uint32_t> budgets{32, 64, 128, 256, 512};
   std::vector<std::string> kv_dtypes;  ///< --kv-dtypes: a dtype axis; empty = --kv-dtype alone
   std::string out_dir;                 ///< --out: created if missing
-  unsigned jobs = 0;                   ///< grid points run at once; 0 = hardware threads
+  unsigned jobs = 0;                   ///< grid points run at once; 0 = the thread count
   std::uint32_t segment = 1024;        ///< scored tokens per segment in sweep.json
   std::string plot_script;             ///< --plot-script; empty = scripts/plot_sweep.py in the source tree
   std::string python;                  ///< --python; empty = python3, then /usr/bin/python3

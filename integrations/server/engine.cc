@@ -1,6 +1,7 @@
 #include "engine.h"
 
 #include <fmt/format.h>
+#include <oneapi/tbb/task_arena.h>
 
 #include <algorithm>
 #include <chrono>
@@ -107,7 +108,10 @@ Engine::Engine(std::shared_ptr<const kvcache::llama::ModelWeights> model,
         "--pool-mib: the pool holds {} pages, one session needs at least {}", s.pages_max, s.pages_bound(2)));
   }
   s.load_index();
-  s.thread = std::thread([&s] { s.run(); });
+  s.thread = std::thread([&s] {
+    oneapi::tbb::task_arena arena(s.opt.threads > 0 ? s.opt.threads : oneapi::tbb::task_arena::automatic);
+    arena.execute([&s] { s.run(); });
+  });
 }
 
 Engine::~Engine() {

@@ -30,6 +30,9 @@ struct EngineOptions {
   std::size_t max_sessions = 4096;    ///< named sessions kept (resident + parked)
   RequestLimits limits;
   std::string model_name = "kvstream";  ///< reported as "model" in answers
+  /// Threads of the oneTBB task arena the engine thread decodes in (matrix products, attention);
+  /// 0 = every core.
+  int threads = 0;
   /// Log lines (one event each, no newline); default: stderr with a "[kvstream serve]" prefix.
   std::function<void(const std::string&)> log;
 };

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""CLI tests of `kvstream sweep` and `kvstream inspect` (registered with CTest; stdlib only).
+"""CLI tests of `kvstream sweep`, `inspect`, `bench` and GGUF models (registered with CTest; stdlib only).
 
-Usage: cli_test.py {sweep|inspect|gguf} --kvstream BIN --model M --tokenizer T --text F [--gguf G]
+Usage: cli_test.py {sweep|inspect|gguf|bench} --kvstream BIN --model M --tokenizer T --text F [--gguf G]
 Each test runs the binary into a temporary directory and checks what it wrote. A PNG is required
 only when an interpreter kvstream would use (python3, /usr/bin/python3) can import matplotlib;
 otherwise the test checks the warning instead and says that the PNG check was skipped.
@@ -192,9 +192,50 @@ def test_gguf(a, tmp):
     check("gguf llama" in p.stdout and "f32 x48" in p.stdout, f"inspect stdout: {p.stdout[:300]}")
 
 
+def test_bench(a, tmp):
+    """`kvstream bench` on tiny depths: valid JSON with every field and positive rates; --threads
+    validated with one clear line; greedy text the same with 1 and 2 threads."""
+    model = ["--model", a.model, "--tokenizer", a.tokenizer]
+    bench = ["bench", *model, "--depths", "0,64", "--steps", "4", "--prompt-tokens", "16", "--triad-mib", "8",
+             "--budget", "32"]
+    j = json.loads(run([a.kvstream, *bench, "--threads", "2", "--json"]).stdout)
+    for key in ("model", "policy", "budget", "kv_dtype", "threads", "load_average", "weight_bytes", "triad_gbps",
+                "prefill", "decode_steps", "fill", "depths", "total_seconds"):
+        check(key in j, f"bench --json lacks {key}: {j}")
+    check(j["threads"] == 2 and j["kv_dtype"] == "f16" and j["policy"] == "sinks", f"options: {j}")
+    check(j["weight_bytes"] > 0 and j["triad_gbps"] > 0, f"weight_bytes / triad: {j}")
+    check(j["prefill"]["tokens"] == 16 and j["prefill"]["tokens_per_second"] > 0, f"prefill: {j['prefill']}")
+    check([d["requested_depth"] for d in j["depths"]] == [0, 64], f"depths: {j['depths']}")
+    for d in j["depths"]:
+        check(d["reached"] and d["depth"] == d["requested_depth"], f"depth {d}")
+        for key in ("tokens_per_second", "gbps", "triad_ratio", "kv_bytes", "seconds"):
+            check(d[key] > 0, f"{key} not positive in {d}")
+        check(d["bytes_per_token"] == j["weight_bytes"] + d["kv_bytes"], f"bytes_per_token of {d}")
+        check(math.isclose(d["gbps"], d["bytes_per_token"] * d["tokens_per_second"] / 1e9, rel_tol=1e-9),
+              f"gbps of {d}")
+    check(j["depths"][1]["tokens_kept"] == 32, f"kept at depth 64 under budget 32: {j['depths'][1]}")
+    p = run([a.kvstream, *bench, "--threads", "1", "--fill-prefill", "--policy", "full"])
+    check("tok/s" in p.stdout and "of triad" in p.stdout and "prefill 16 tokens" in p.stdout,
+          f"human table: {p.stdout}")
+
+    for bad in ("0", "-1", "two"):
+        p = run([a.kvstream, "bench", *model, "--threads", bad], expect=2)
+        check(p.stderr.count("\n") == 1 and "--threads" in p.stderr and "at least 1" in p.stderr,
+              f"--threads {bad}: {p.stderr!r}")
+    p = run([a.kvstream, "sweep", *model, "--text", a.text, "--max-tokens", "50", "--policies", "sinks",
+             "--budgets", "16", "--jobs", "2", "--threads", "1", "--no-plot", "--out", os.path.join(tmp, "s")],
+            expect=1)
+    check("--jobs 2 exceeds --threads 1" in p.stderr, f"sweep jobs > threads: {p.stderr!r}")
+
+    gen = ["generate", *model, "-n", "80", "--temperature", "0", "-q"]
+    one = run([a.kvstream, *gen, "--threads", "1"]).stdout
+    two = run([a.kvstream, *gen, "--threads", "2"]).stdout
+    check(one == two and len(one) > 100, f"greedy text differs between 1 and 2 threads:\n{one!r}\n{two!r}")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("test", choices=("sweep", "inspect", "gguf"))
+    ap.add_argument("test", choices=("sweep", "inspect", "gguf", "bench"))
     ap.add_argument("--kvstream", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--tokenizer", required=True)
@@ -202,7 +243,7 @@ def main():
     ap.add_argument("--gguf", help="the model as a GGUF file (test gguf)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix=f"kvstream-{a.test}-") as tmp:
-        {"sweep": test_sweep, "inspect": test_inspect, "gguf": test_gguf}[a.test](a, tmp)
+        {"sweep": test_sweep, "inspect": test_inspect, "gguf": test_gguf, "bench": test_bench}[a.test](a, tmp)
     print(f"PASS: kvstream {a.test}")
 
 
