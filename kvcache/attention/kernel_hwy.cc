@@ -366,6 +366,16 @@ HWY_INLINE void ScaleRow(D d, float f, float* HWY_RESTRICT x, std::size_t n) {
   for (; i < n; ++i) hn::StoreU(hn::Mul(hn::LoadU(d1, x + i), hn::Set(d1, f)), d1, x + i);
 }
 
+// exp(x), with NaN lanes passed through unchanged. Highway's Exp first converts x / ln 2 to int32,
+// which for NaN is undefined behaviour in the EMU128 emulation (x86 instructions return INT_MIN).
+// NaN logits come only from non-finite or overflowing keys, values or queries (or from the unused
+// lanes past a chunk's rows); propagating them keeps the result honest.
+template <class D, class V>
+HWY_INLINE V ExpOrNaN(D d, V x) {
+  const auto nan = hn::IsNaN(x);
+  return hn::IfThenElse(nan, x, hn::Exp(d, hn::IfThenZeroElse(nan, x)));
+}
+
 // Online-softmax step for the chunk's n_rows logits of each query (lg[g * kChunkRows + r]):
 // raises the running max m[g] if needed (rescaling the query's state_stride accumulator floats
 // and s by exp(old - new)), then writes
@@ -398,7 +408,7 @@ HWY_INLINE void SoftmaxStep(D d, std::size_t n_rows, std::size_t n_group, std::s
     for (std::size_t r = 0; r < n_rows; r += N) {
       // l - m <= 0, so Exp stays in its valid range; below -104 it returns 0 as it should.
       const auto e =
-          hn::IfThenElseZero(hn::FirstN(d, n_rows - r), hn::Exp(d, hn::Sub(hn::LoadU(d, l + r), vm)));
+          hn::IfThenElseZero(hn::FirstN(d, n_rows - r), ExpOrNaN(d, hn::Sub(hn::LoadU(d, l + r), vm)));
       hn::StoreU(e, d, p + r);
       vs = hn::Add(vs, e);
     }
@@ -413,11 +423,11 @@ HWY_INLINE void NormaliseMass(D d, float m, float s, float* HWY_RESTRICT mass, s
   const std::size_t N = hn::Lanes(d);
   std::size_t j = 0;
   for (; j + N <= n; j += N) {
-    const auto e = hn::Exp(d, hn::Sub(hn::LoadU(d, mass + j), hn::Set(d, m)));
+    const auto e = ExpOrNaN(d, hn::Sub(hn::LoadU(d, mass + j), hn::Set(d, m)));
     hn::StoreU(hn::Div(e, hn::Set(d, s)), d, mass + j);
   }
   for (; j < n; ++j) {
-    const auto e = hn::Exp(d1, hn::Sub(hn::LoadU(d1, mass + j), hn::Set(d1, m)));
+    const auto e = ExpOrNaN(d1, hn::Sub(hn::LoadU(d1, mass + j), hn::Set(d1, m)));
     hn::StoreU(hn::Div(e, hn::Set(d1, s)), d1, mass + j);
   }
 }

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -18,6 +19,9 @@
 #include "engine.h"
 #include "http_server.h"
 #include "llama/checkpoint.h"
+#include "llama/gguf_file.h"
+#include "llama/gguf_tokenizer.h"
+#include "llama/model_file.h"
 #include "llama/tokenizer.h"
 
 namespace {
@@ -34,10 +38,18 @@ struct Fixture {
 
   Fixture() {
     const fs::path models = fs::path(KVCACHE_SHARED_DIR) / "models";
-    auto model =
-        kvcache::llama::checkpoint_weights(kvcache::llama::Checkpoint::load(models / "stories260K.bin"));
-    auto tok = std::make_shared<const kvcache::llama::Tokenizer>(
-        kvcache::llama::Tokenizer::load(models / "tok512.bin", model->config.vocab_size));
+    std::shared_ptr<const kvcache::llama::ModelWeights> model;
+    std::shared_ptr<const kvcache::llama::TextTokenizer> tok;
+    if (const char* path = std::getenv("KVCACHE_SERVE_MODEL"); path != nullptr && *path != 0) {
+      // A GGUF model of a real size (bench/make_model writes random-weight ones): there batching
+      // pays, since a step reads every weight once for all sessions instead of once per session.
+      model = kvcache::llama::open_model_weights(path);
+      tok = kvcache::llama::load_gguf_tokenizer(*kvcache::llama::GgufFile::open(path));
+    } else {
+      model = kvcache::llama::checkpoint_weights(kvcache::llama::Checkpoint::load(models / "stories260K.bin"));
+      tok = std::make_shared<const kvcache::llama::Tokenizer>(
+          kvcache::llama::Tokenizer::load(models / "tok512.bin", model->config.vocab_size));
+    }
     kvserve::EngineOptions o;
     o.cache.policy = kvcache::PolicyConfig::streaming(4, 256);
     o.pool_bytes = std::size_t{256} << 20;  // every session fits: this measures decoding, not parking
@@ -110,6 +122,15 @@ double stream_one(int port, int seed, std::vector<double>& gaps) {
   return first;
 }
 
+// A counter of the server's /metrics.
+double metric(int port, const std::string& name) {
+  httplib::Client c("127.0.0.1", port);
+  const auto r = c.Get("/metrics");
+  if (!r) return 0;
+  const std::size_t at = r->body.find("\n" + name + " ");
+  return at == std::string::npos ? 0 : std::stod(r->body.substr(at + name.size() + 2));
+}
+
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -121,6 +142,8 @@ void BM_ConcurrentStreams(benchmark::State& state) {
   const int n = static_cast<int>(state.range(0));
   std::vector<double> gaps, firsts;
   double tokens = 0, seconds = 0;
+  const double steps0 = metric(f.http->port(), "kvstream_decode_steps_total");
+  const double rows0 = metric(f.http->port(), "kvstream_decode_rows_total");
   for (auto _ : state) {
     std::vector<std::vector<double>> per(static_cast<std::size_t>(n));
     std::vector<double> first(static_cast<std::size_t>(n));
@@ -138,7 +161,9 @@ void BM_ConcurrentStreams(benchmark::State& state) {
     for (const auto& p : per) gaps.insert(gaps.end(), p.begin(), p.end());
     firsts.insert(firsts.end(), first.begin(), first.end());
   }
+  const double steps = metric(f.http->port(), "kvstream_decode_steps_total") - steps0;
   state.counters["sessions"] = n;
+  state.counters["rows_per_step"] = steps > 0 ? (metric(f.http->port(), "kvstream_decode_rows_total") - rows0) / steps : 0;
   state.counters["tok_per_s"] = tokens / seconds;
   state.counters["p50_ms"] = percentile(gaps, 0.50);
   state.counters["p99_ms"] = percentile(gaps, 0.99);
