@@ -205,10 +205,11 @@ void check_stream_invariants(const StreamCache& cache) {
   FUZZ_CHECK(st.tokens_seen - st.tokens_kept == st.tokens_evicted);
   FUZZ_CHECK(st.kv_bytes <= st.kv_bytes_peak);
   FUZZ_CHECK(cache.n_pending() <= cache.n_kept());
-  // Every kept token needs a slot in every layer.
-  const std::size_t P = c.page_tokens;
+  // Every kept token needs a slot in every layer (a pinned page holds pinned_layout()'s tokens:
+  // as many as fit at the pinned dtype in a window-sized page).
+  const std::size_t P = c.page_tokens, Pp = c.pinned_layout().page_tokens;
   const std::size_t n_pinned = cache.n_pinned(), n_window = cache.n_kept() - n_pinned;
-  FUZZ_CHECK(st.pages >= c.n_layers * ((n_pinned + P - 1) / P + (n_window + P - 1) / P));
+  FUZZ_CHECK(st.pages >= c.n_layers * ((n_pinned + Pp - 1) / Pp + (n_window + P - 1) / P));
   for (std::size_t i = 0; i < kept.size(); ++i) {
     const KeptToken& t = kept[i];
     FUZZ_CHECK((i < n_pinned) == (t.meta.pin != PinReason::none));
