@@ -16,7 +16,8 @@ class DecodeBatch::RowsAttention final : public RowAttention {
     for (std::uint32_t t = 0; t < n; ++t) {
       Decoder& d = *rows_[t];
       const std::size_t dim = d.config().dim, kv_dim = d.config().kv_dim();
-      d.cache_.append(il, std::span(b.k).subspan(t * kv_dim, kv_dim), std::span(b.v).subspan(t * kv_dim, kv_dim));
+      d.cache_.append(il, std::span(b.k).subspan(t * kv_dim, kv_dim),
+                      std::span(b.v).subspan(t * kv_dim, kv_dim));
       d.attend_token(il, std::span(b.q).subspan(t * dim, dim), std::span(b.att).subspan(t * dim, dim), -1);
     }
   }
@@ -27,7 +28,8 @@ class DecodeBatch::RowsAttention final : public RowAttention {
 
 DecodeBatch::DecodeBatch(std::shared_ptr<const ModelWeights> model, std::uint32_t max_rows)
     : model_(model ? std::move(model) : throw InvalidArgument("DecodeBatch: no model")),
-      buffers_(model_->config, max_rows > 0 ? max_rows : throw InvalidArgument("DecodeBatch: max_rows must be >= 1")),
+      buffers_(model_->config,
+               max_rows > 0 ? max_rows : throw InvalidArgument("DecodeBatch: max_rows must be >= 1")),
       logits_(std::size_t{max_rows} * model_->config.vocab_size) {
   running_.reserve(max_rows);
   row_of_.reserve(max_rows);
@@ -46,7 +48,8 @@ void DecodeBatch::step(std::span<Decoder* const> decoders, std::span<const std::
                           std::to_string(max_rows()));
   }
   for (std::size_t i = 0; i < n; ++i) {
-    if (decoders[i] == nullptr) throw InvalidArgument("DecodeBatch::step: decoder " + std::to_string(i) + " is null");
+    if (decoders[i] == nullptr)
+      throw InvalidArgument("DecodeBatch::step: decoder " + std::to_string(i) + " is null");
     if (&decoders[i]->weights() != model_.get())
       throw InvalidArgument("DecodeBatch::step: decoder " + std::to_string(i) + " runs another model");
     if (std::find(decoders.begin(), decoders.begin() + static_cast<std::ptrdiff_t>(i), decoders[i]) !=

@@ -46,9 +46,9 @@ class DecodeBatch {
 
   std::shared_ptr<const ModelWeights> model_;
   ActivationBuffers buffers_;
-  std::vector<float> logits_;            ///< [max_rows][vocab] logits of the rows that ran, in order
-  std::vector<Decoder*> running_;        ///< decoders of the rows that started, in batch order
-  std::vector<std::int64_t> row_of_;     ///< batch index -> row in logits_ (-1: failed)
+  std::vector<float> logits_;         ///< [max_rows][vocab] logits of the rows that ran, in order
+  std::vector<Decoder*> running_;     ///< decoders of the rows that started, in batch order
+  std::vector<std::int64_t> row_of_;  ///< batch index -> row in logits_ (-1: failed)
 };
 
 }  // namespace kvcache::llama

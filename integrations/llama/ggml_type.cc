@@ -11,13 +11,20 @@ struct Traits {
 
 Traits traits(GgmlType type) {
   switch (type) {
-    case GgmlType::f32: return {"f32", 1, 4};
-    case GgmlType::f16: return {"f16", 1, 2};
-    case GgmlType::bf16: return {"bf16", 1, 2};
-    case GgmlType::q8_0: return {"q8_0", 32, 2 + 32};
-    case GgmlType::q4_0: return {"q4_0", 32, 2 + 16};
-    case GgmlType::q4_k: return {"q4_K", 256, 2 + 2 + 12 + 128};
-    case GgmlType::q6_k: return {"q6_K", 256, 128 + 64 + 16 + 2};
+    case GgmlType::f32:
+      return {"f32", 1, 4};
+    case GgmlType::f16:
+      return {"f16", 1, 2};
+    case GgmlType::bf16:
+      return {"bf16", 1, 2};
+    case GgmlType::q8_0:
+      return {"q8_0", 32, 2 + 32};
+    case GgmlType::q4_0:
+      return {"q4_0", 32, 2 + 16};
+    case GgmlType::q4_k:
+      return {"q4_K", 256, 2 + 2 + 12 + 128};
+    case GgmlType::q6_k:
+      return {"q6_K", 256, 128 + 64 + 16 + 2};
   }
   return {"?", 1, 0};  // unreachable for values made by ggml_type_from_raw
 }
@@ -32,7 +39,8 @@ std::optional<GgmlType> ggml_type_from_raw(std::uint32_t raw) {
     case GgmlType::q8_0:
     case GgmlType::q4_0:
     case GgmlType::q4_k:
-    case GgmlType::q6_k: return static_cast<GgmlType>(raw);
+    case GgmlType::q6_k:
+      return static_cast<GgmlType>(raw);
   }
   return std::nullopt;
 }

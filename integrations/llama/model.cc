@@ -8,8 +8,8 @@
 #include "kvcache/calibration.h"
 #include "kvcache/error.h"
 #include "kvcache/page_pool.h"
-#include "llama/transformer_pass.h"
 #include "llama/layer_attention.h"
+#include "llama/transformer_pass.h"
 #include "llama/weight_matmul.h"
 
 namespace kvcache::llama {
@@ -101,7 +101,6 @@ std::span<const float> Decoder::prefill(std::span<const std::int32_t> tokens,
   return logits_;
 }
 
-
 void Decoder::check_token(std::int32_t token) const {
   const std::uint32_t vocab = config().vocab_size;
   if (token < 0 || static_cast<std::uint32_t>(token) >= vocab) {
@@ -124,7 +123,8 @@ void Decoder::attend_token(std::uint32_t il, std::span<const float> q, std::span
   mass_.resize(std::size_t{opt.n_heads} * cache_.n_kept());
   layer_attention(attention_, cache_, il, q, att, mass_, opt);
   detector_->observe(cache_, il, mass_);
-  if (calibrate_beta_ < 1.f) calibrated_ += calibrate_sinks(cache_, *detector_, il, calibrate_beta_, att, mass_);
+  if (calibrate_beta_ < 1.f)
+    calibrated_ += calibrate_sinks(cache_, *detector_, il, calibrate_beta_, att, mass_);
   if (observer_) observer_(il, mass_);  // after calibration: the attention actually applied
 }
 

@@ -109,7 +109,8 @@ class Decoder {
   void check_token(std::int32_t token) const;
   /// Attention of one query of layer `il` (keys and values already appended), with the detector,
   /// calibration and observer when present. query_index as in AttendOptions.
-  void attend_token(std::uint32_t il, std::span<const float> q, std::span<float> att, std::int64_t query_index);
+  void attend_token(std::uint32_t il, std::span<const float> q, std::span<float> att,
+                    std::int64_t query_index);
 
   class BatchAttention;
   friend class DecodeBatch;  // runs check_token / cache_.begin / attend_token for one token per stream
@@ -121,9 +122,9 @@ class Decoder {
   std::optional<SinkDetector> detector_;       ///< present when attention mass is needed
   std::uint64_t calibrated_ = 0;               ///< calibrated (head, token) pairs so far
   AttentionObserver observer_;                 ///< diagnostics hook, usually empty
-  ActivationBuffers buffers_;      ///< scratch for kMaxBatch rows (no allocation while decoding)
-  std::vector<float> logits_;     ///< [vocab] logits of the last token fed
-  std::vector<float> mass_;       ///< [n_heads][n_kept] attention mass of one query (detector)
+  ActivationBuffers buffers_;                  ///< scratch for kMaxBatch rows (no allocation while decoding)
+  std::vector<float> logits_;                  ///< [vocab] logits of the last token fed
+  std::vector<float> mass_;                    ///< [n_heads][n_kept] attention mass of one query (detector)
 };
 
 }  // namespace kvcache::llama

@@ -4,7 +4,6 @@
 #include <cassert>
 #include <cmath>
 
-
 namespace kvcache::llama {
 namespace {
 
@@ -70,7 +69,8 @@ void run_layers(const ModelWeights& model, ActivationBuffers& b, std::uint32_t n
   for (std::uint32_t il = 0; il < c.n_layers; ++il) {
     const LayerWeights& w = model.layers[il];
     // Attention block.
-    for (std::uint32_t t = 0; t < n; ++t) rmsnorm(row(b.xb, t, dim), row(b.x, t, dim), w.attn_norm, c.rms_eps);
+    for (std::uint32_t t = 0; t < n; ++t)
+      rmsnorm(row(b.xb, t, dim), row(b.x, t, dim), w.attn_norm, c.rms_eps);
     project(w.wq, rows(b.xb, n, dim), rows(b.q, n, dim));
     project(w.wk, rows(b.xb, n, dim), rows(b.k, n, kv_dim));
     project(w.wv, rows(b.xb, n, dim), rows(b.v, n, kv_dim));
@@ -95,11 +95,10 @@ void classify_rows(const ModelWeights& model, std::span<const float> x, std::uin
                    std::span<float> normed, std::span<float> logits, MatmulScratch& scratch) {
   const std::size_t dim = model.config.dim;
   for (std::size_t t = 0; t < n; ++t) {
-    rmsnorm(normed.subspan(t * dim, dim), x.subspan(t * dim, dim), model.output_norm,
-                         model.config.rms_eps);
+    rmsnorm(normed.subspan(t * dim, dim), x.subspan(t * dim, dim), model.output_norm, model.config.rms_eps);
   }
-  weight_matmul(model.output, normed.first(n * dim), n, logits.first(n * std::size_t{model.config.vocab_size}),
-                scratch);
+  weight_matmul(model.output, normed.first(n * dim), n,
+                logits.first(n * std::size_t{model.config.vocab_size}), scratch);
 }
 
 }  // namespace kvcache::llama

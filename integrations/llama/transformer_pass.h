@@ -48,7 +48,8 @@ class RowAttention {
 /// residual stream on return). n must be in [1, buffers.max_rows]; the caller has already made
 /// room in its caches (StreamCache::begin), so nothing here throws except the attention's own
 /// errors.
-void run_layers(const ModelWeights& model, ActivationBuffers& buffers, std::uint32_t n, RowAttention& attention);
+void run_layers(const ModelWeights& model, ActivationBuffers& buffers, std::uint32_t n,
+                RowAttention& attention);
 
 /// Logits of n rows of the final residual stream `x` ([n][dim]) into `logits` ([n][vocab]):
 /// final RMSNorm then the classifier, over all rows at once. `normed` ([n][dim]) is scratch.

@@ -75,8 +75,8 @@ struct Engine::State {
   std::shared_ptr<const kvcache::llama::TextTokenizer> tokenizer;
   EngineOptions opt;
   std::shared_ptr<kvcache::PagePool> pool;
-  std::string fingerprint;   ///< model identity stored with every session
-  std::uint32_t budget = 0;  ///< tokens kept per layer (the policy's budget)
+  std::string fingerprint;        ///< model identity stored with every session
+  std::uint32_t budget = 0;       ///< tokens kept per layer (the policy's budget)
   std::uint32_t page_tokens = 0;  ///< tokens per page of the narrower region (pages_bound)
   std::size_t pages_max = 0;
 

@@ -52,7 +52,8 @@ void check_batch_equals_single_steps(const std::shared_ptr<const ModelWeights>& 
     batched.push_back(std::make_unique<Decoder>(m, caches[i]));
     single.push_back(std::make_unique<Decoder>(m, caches[i]));
     std::vector<std::int32_t> prompt(3 + 5 * i);
-    for (std::size_t t = 0; t < prompt.size(); ++t) prompt[t] = static_cast<std::int32_t>((7 * t + 13 * i + 1) % vocab);
+    for (std::size_t t = 0; t < prompt.size(); ++t)
+      prompt[t] = static_cast<std::int32_t>((7 * t + 13 * i + 1) % vocab);
     batched[i]->prefill(prompt);
     single[i]->prefill(prompt);
     next[i] = prompt.back();
@@ -71,7 +72,8 @@ void check_batch_equals_single_steps(const std::shared_ptr<const ModelWeights>& 
       REQUIRE_MESSAGE(std::equal(got.begin(), got.end(), want.begin()), "row " << i << ", step " << s);
       // The next token differs per row and step (argmax, then a row-dependent shift).
       next[i] = static_cast<std::int32_t>(
-          (std::max_element(got.begin(), got.end()) - got.begin() + static_cast<std::ptrdiff_t>(i) + s) % vocab);
+          (std::max_element(got.begin(), got.end()) - got.begin() + static_cast<std::ptrdiff_t>(i) + s) %
+          vocab);
     }
   }
   for (std::size_t i = 0; i < n; ++i) {

@@ -46,7 +46,8 @@ struct Fixture {
       model = kvcache::llama::open_model_weights(path);
       tok = kvcache::llama::load_gguf_tokenizer(*kvcache::llama::GgufFile::open(path));
     } else {
-      model = kvcache::llama::checkpoint_weights(kvcache::llama::Checkpoint::load(models / "stories260K.bin"));
+      model =
+          kvcache::llama::checkpoint_weights(kvcache::llama::Checkpoint::load(models / "stories260K.bin"));
       tok = std::make_shared<const kvcache::llama::Tokenizer>(
           kvcache::llama::Tokenizer::load(models / "tok512.bin", model->config.vocab_size));
     }
@@ -163,7 +164,8 @@ void BM_ConcurrentStreams(benchmark::State& state) {
   }
   const double steps = metric(f.http->port(), "kvstream_decode_steps_total") - steps0;
   state.counters["sessions"] = n;
-  state.counters["rows_per_step"] = steps > 0 ? (metric(f.http->port(), "kvstream_decode_rows_total") - rows0) / steps : 0;
+  state.counters["rows_per_step"] =
+      steps > 0 ? (metric(f.http->port(), "kvstream_decode_rows_total") - rows0) / steps : 0;
   state.counters["tok_per_s"] = tokens / seconds;
   state.counters["p50_ms"] = percentile(gaps, 0.50);
   state.counters["p99_ms"] = percentile(gaps, 0.99);

@@ -43,7 +43,6 @@ std::string text_or_failure(const Answer& a, std::atomic<int>& failures) {
 
 std::string prompt_of(int i) { return i % 2 ? "The cat sat" : "Once there was a boy"; }
 
-
 // n_sessions clients at once, each two turns in its own session, against a server whose pool
 // (pool_mib) holds a fraction of what they need: parking and restoring happen, and every session's
 // text must equal its single-session run (batched decode changes no arithmetic), with the pool's
@@ -131,7 +130,9 @@ TEST_CASE("server: 64 concurrent sessions in a pool a fraction of their size equ
   check_concurrent_sessions(64, test_cache(), 0.75);
 }
 
-TEST_CASE("server: q4 sessions with f32 pinned tokens (a pinned page holds fewer tokens) stay within their reservation") {
+TEST_CASE(
+    "server: q4 sessions with f32 pinned tokens (a pinned page holds fewer tokens) stay within their "
+    "reservation") {
   // H2O pins up to 12 heavy hitters of a 16-token budget, in f32 pages that hold about a fifth as
   // many tokens as a q4 window page: the reservation must count pinned pages at their own size.
   kvcache::llama::CacheOptions cache = test_cache();
