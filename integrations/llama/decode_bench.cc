@@ -78,15 +78,6 @@ bool fill(Decoder& dec, RandomTokens& tokens, std::uint64_t target, bool use_pre
 
 }  // namespace
 
-std::size_t decode_weight_bytes(const ModelWeights& w) {
-  std::size_t n = w.output.bytes();
-  for (const LayerWeights& l : w.layers) {
-    for (const WeightMatrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down})
-      n += m->bytes();
-  }
-  return n;
-}
-
 DecodeBenchResult run_decode_bench(std::shared_ptr<const ModelWeights> model, const CacheOptions& options,
                                    const DecodeBenchOptions& o) {
   validate(o);
@@ -94,7 +85,7 @@ DecodeBenchResult run_decode_bench(std::shared_ptr<const ModelWeights> model, co
   const auto deadline =
       run_start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.max_seconds));
   DecodeBenchResult r;
-  r.weight_bytes = decode_weight_bytes(*model);
+  r.weight_bytes = model->step_matrix_bytes();
   r.prompt_tokens = o.prompt_tokens;
   r.decode_steps = o.decode_steps;
   r.fill_prefill = o.fill_prefill;

@@ -19,11 +19,6 @@
 
 namespace kvcache::llama {
 
-/// Bytes of the weight matrices a decode step reads, each in its own type: the seven matrices of
-/// every layer and the classifier (output.weight, or the embedding when tied; counted once).
-/// Norms, biases and the one embedding row looked up are left out (under 0.1% for real shapes).
-std::size_t decode_weight_bytes(const ModelWeights& weights);
-
 /// What run_decode_bench measures. Validated by run_decode_bench (InvalidArgument naming the field).
 struct DecodeBenchOptions {
   /// Stream depths (tokens fed before the timed steps) at which decode speed is measured; run in
@@ -60,7 +55,7 @@ struct DepthResult {
   std::uint32_t tokens_kept = 0;    ///< tokens in the cache at the first timed step
   std::size_t kv_bytes = 0;         ///< KV held (pages x page bytes, StreamStats::kv_bytes), mean of
                                     ///< before and after the timed steps
-  std::size_t bytes_per_token = 0;  ///< decode_weight_bytes + kv_bytes
+  std::size_t bytes_per_token = 0;  ///< ModelWeights::step_matrix_bytes() + kv_bytes
   double fill_seconds = 0;          ///< time taken to reach the depth from the previous one
   double seconds = 0;               ///< time of the timed steps
   double tokens_per_second = 0;     ///< decode_steps / seconds
@@ -75,7 +70,7 @@ struct DepthResult {
 };
 
 struct DecodeBenchResult {
-  std::size_t weight_bytes = 0;  ///< decode_weight_bytes(model)
+  std::size_t weight_bytes = 0;  ///< ModelWeights::step_matrix_bytes()
   std::uint32_t prompt_tokens = 0;
   double prefill_seconds = 0;            ///< time of prefill(P tokens) on an empty cache
   double prefill_tokens_per_second = 0;  ///< P / prefill_seconds (0 when P = 0)

@@ -20,12 +20,19 @@ void ModelWeights::embed(std::int32_t token, std::span<float> out) const {
   }
 }
 
-std::size_t ModelWeights::weight_bytes() const {
-  std::size_t n = token_embedding.bytes() + output_norm.size_bytes();
-  if (output.data != token_embedding.data) n += output.bytes();
+std::size_t ModelWeights::step_matrix_bytes() const {
+  std::size_t n = output.bytes();
   for (const LayerWeights& l : layers) {
     for (const WeightMatrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down})
       n += m->bytes();
+  }
+  return n;
+}
+
+std::size_t ModelWeights::weight_bytes() const {
+  std::size_t n = step_matrix_bytes() + output_norm.size_bytes();
+  if (output.data != token_embedding.data) n += token_embedding.bytes();
+  for (const LayerWeights& l : layers) {
     for (std::span<const float> v : {l.attn_norm, l.ffn_norm, l.bq, l.bk, l.bv}) n += v.size_bytes();
   }
   return n;

@@ -65,6 +65,10 @@ struct ModelWeights {
   void embed(std::int32_t token, std::span<float> out) const;
   /// Bytes of weights the matrices and norms occupy in their stored types.
   std::size_t weight_bytes() const;
+  /// Bytes of the matrices one decode step reads in their stored types: the seven matrices of
+  /// every layer and the classifier (output.weight, or the embedding when tied; counted once).
+  /// Norms, biases and the one embedding row looked up are left out (under 0.1% for real shapes).
+  std::size_t step_matrix_bytes() const;
   /// "q8_0 x169, f32 x65": the tensor types by count, most frequent first.
   std::string tensor_type_summary() const;
 };
