@@ -1,6 +1,10 @@
 // weight_matmul: the Highway kernels equal the scalar twin on every compiled target for every
 // weight type, both are within the activation-rounding bound of dequantise-then-f32-dot, the
 // threaded split equals the serial product, and bad arguments are rejected.
+// The kernels compile Highway's AVX3_DL target (weight_matmul_hwy.cc); ask for it here too so
+// SupportedAndGeneratedTargets() lists it and it is tested on CPUs that have it.
+#define HWY_WANT_AVX3_DL 1
+
 #include "llama/weight_matmul.h"
 
 #include <doctest/doctest.h>
