@@ -147,6 +147,7 @@ int run_bench(const BenchOptions& o) {
     nlohmann::json j = policy_json(o.common, m.weights->config);
     j["model"] = model_json(m);
     j["threads"] = threads;
+    j["weights"] = o.common.weights;
     j["load_average"] = load;
     j["weight_bytes"] = r.weight_bytes;
     j["triad_gbps"] = r.triad_gbps;

@@ -341,8 +341,8 @@ void GgufFile::Impl::check_tensor_data() {
 GgufFile::GgufFile(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 GgufFile::~GgufFile() = default;
 
-std::shared_ptr<const GgufFile> GgufFile::open(const std::filesystem::path& path) {
-  auto impl = std::make_unique<Impl>(path, file_label("GGUF file", path));
+std::shared_ptr<const GgufFile> GgufFile::open(const std::filesystem::path& path, FileResidence residence) {
+  auto impl = std::make_unique<Impl>(path, file_label("GGUF file", path), residence);
   impl->parse();
   // The constructor is private: a local subclass (which has this function's access) lets
   // make_shared build the object.

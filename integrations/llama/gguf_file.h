@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "llama/ggml_type.h"
+#include "llama/mapped_file.h"
 
 namespace kvcache::llama {
 
@@ -103,7 +104,10 @@ struct GgufTensor {
 /// another type (or, for the non-optional forms, missing).
 class GgufFile {
  public:
-  static std::shared_ptr<const GgufFile> open(const std::filesystem::path& path);
+  /// `residence`: the file's pages mapped in place (default) or a private copy in huge-page
+  /// memory (MappedFile, FileResidence).
+  static std::shared_ptr<const GgufFile> open(const std::filesystem::path& path,
+                                              FileResidence residence = FileResidence::mapped);
 
   const std::filesystem::path& path() const noexcept;
   std::uint32_t version() const noexcept;

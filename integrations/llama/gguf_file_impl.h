@@ -115,7 +115,8 @@ struct GgufFile::Impl {
   std::vector<GgufTensor> tensors;                                 ///< file order
   std::unordered_map<std::string_view, std::size_t> tensor_index;  ///< name (in the mapping) -> index
 
-  Impl(const std::filesystem::path& p, std::string l) : path(p), label(std::move(l)), map(p, "GGUF file") {}
+  Impl(const std::filesystem::path& p, std::string l, FileResidence residence)
+      : path(p), label(std::move(l)), map(p, "GGUF file", residence) {}
 
   void parse();
   void parse_tensor_infos(gguf_detail::Parser& p, std::uint64_t n_tensors);

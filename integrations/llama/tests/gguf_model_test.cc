@@ -296,3 +296,40 @@ TEST_CASE("gguf model: malformed models are refused with a FormatError naming th
 }
 
 }  // namespace kvcache::llama::test
+
+namespace kvcache::llama::test {
+
+TEST_CASE("gguf model: weights read into memory equal the mapped file and give identical logits") {
+  const auto mapped = GgufFile::open(gguf_path());
+  const auto copied = GgufFile::open(gguf_path(), FileResidence::memory);
+  REQUIRE(copied->file_size() == mapped->file_size());
+  REQUIRE(copied->tensors().size() == mapped->tensors().size());
+  for (std::size_t i = 0; i < mapped->tensors().size(); ++i) {
+    const auto& a = mapped->tensors()[i].data;
+    const auto& b = copied->tensors()[i].data;
+    REQUIRE(a.size() == b.size());
+    CHECK(a.data() != b.data());
+    CHECK(std::memcmp(a.data(), b.data(), a.size()) == 0);
+    // The copy starts on a 2 MiB boundary, so every tensor keeps the file's alignment.
+    CHECK((reinterpret_cast<std::uintptr_t>(b.data()) - copied->data_offset()) % copied->alignment() == 0);
+  }
+  Decoder dm(load_gguf_model(mapped), full_cache());
+  Decoder dc(load_gguf_model(copied), full_cache());
+  for (const std::int32_t token : {1, 300, 42, 7, 511, 13}) {
+    const auto lm = dm.step(token);
+    const auto lc = dc.step(token);
+    REQUIRE(lm.size() == lc.size());
+    CHECK(std::equal(lm.begin(), lm.end(), lc.begin()));
+  }
+}
+
+TEST_CASE("gguf model: residence names parse both ways and a missing file fails in either mode") {
+  CHECK(parse_file_residence("mmap") == FileResidence::mapped);
+  CHECK(parse_file_residence("memory") == FileResidence::memory);
+  CHECK(file_residence_name(FileResidence::memory) == "memory");
+  CHECK_THROWS_AS(parse_file_residence("ram"), InvalidArgument);
+  const auto missing = gguf_path().parent_path() / "no-such-model.gguf";
+  CHECK_THROWS_WITH_AS(GgufFile::open(missing, FileResidence::memory), doctest::Contains("file not found"), Error);
+}
+
+}  // namespace kvcache::llama::test
