@@ -125,6 +125,7 @@ TEST_CASE("window evidence: a token a few queries attend to is no sink, one most
   Harness hx(PolicyConfig::full());
   const Pattern pattern = [](std::int64_t pos, auto, auto, std::int64_t q) {
     const float big = 0.5f * static_cast<float>(q + 1);
+    if (pos == 0) return big;                      // every head dumps on the initial sink
     if (pos == 40) return q <= 46 ? big : 1.f;     // its next 6 queries (content, like a URL's '<')
     if (pos == 60) return q % 3 != 0 ? big : 1.f;  // two queries in three: a sink
     return 1.f;
@@ -136,7 +137,26 @@ TEST_CASE("window evidence: a token a few queries attend to is no sink, one most
   const std::vector<KeptToken> kept = hx.cache.tokens();
   CHECK(kept[40].meta.sink_heads == 0);
   CHECK(kept[60].meta.sink_heads == kLayers * kHeads);
-  CHECK(hx.sinks_now(1) == std::set<std::int64_t>{60});
+  CHECK(hx.sinks_now(1) == std::set<std::int64_t>{0, 60});
+}
+
+// The GPL-3 case with stories260K: a token that most queries attend to, in heads that put nothing
+// on the initial sinks, is content for those heads, not a sink; it is never pinned.
+TEST_CASE("window evidence: attention in heads that do not dump on the initial sinks does not count") {
+  Harness hx(PolicyConfig::hidden(4, 8, 24, 1));
+  const Pattern pattern = [](std::int64_t pos, std::uint32_t l, std::uint32_t h, std::int64_t q) {
+    const float big = 0.5f * static_cast<float>(q + 1);
+    if (pos == 0 && l == 0 && h == 0) return big;      // only head (0, 0) dumps on token 0
+    if (pos == 40 && !(l == 0 && h == 0)) return big;  // drawn by every other head, every query
+    return 1.f;
+  };
+  for (int t = 0; t < 60; ++t) hx.step(pattern);
+  CHECK(hx.detector.is_sink(hx.cache, 40 - (60 - 24), 1, 1));  // recent evidence: a sink
+  CHECK(hx.cache.tokens()[40 - (60 - 24)].meta.sink_heads == 0);
+  for (int t = 0; t < 140; ++t) hx.step(pattern);
+  std::vector<std::int64_t> got;
+  for (const KeptToken& t : hx.cache.tokens()) got.push_back(t.meta.pos);
+  CHECK(got == kvtest::expected_positions(200, 4, 24));
 }
 
 // The self-reinforcement case: token 30 qualifies weakly in the window (2 heads), then, once
@@ -146,6 +166,7 @@ TEST_CASE("hidden-sinks: attention a token gets because it is pinned earns it no
   Harness hx(PolicyConfig::hidden(4, 1, 24, 2));
   const Pattern pattern = [](std::int64_t pos, std::uint32_t l, std::uint32_t h, std::int64_t q) {
     const float big = 0.5f * static_cast<float>(q + 1);
+    if (pos == 0) return big;                                        // heads dump on the initial sink
     if (pos == 30) return (l == 0 && h < 2) || q >= 55 ? big : 1.f;  // q >= 55: pinned by then
     if (pos == 60) return l == 0 ? big : 1.f;
     return 1.f;
@@ -176,6 +197,7 @@ TEST_CASE("hidden-sinks: a token attended only while kept is never pinned") {
   Harness hx(PolicyConfig::hidden(4, 8, 24, 1));
   const Pattern pattern = [](std::int64_t pos, auto, auto, std::int64_t q) {
     // Every token would draw attention from queries more than 20 behind it, i.e. only if kept.
+    if (pos == 0) return 0.5f * static_cast<float>(q + 1);  // heads dump on the initial sink
     return pos >= 4 && q - pos > 20 ? 0.5f * static_cast<float>(q + 1) : 1.f;
   };
   for (int t = 0; t < 200; ++t) hx.step(pattern);
@@ -189,6 +211,7 @@ TEST_CASE("hidden-sinks keeps planted sinks past the window, within the cap and 
   Harness hx(PolicyConfig::hidden(4, 2, 24, 2));
   const Pattern pattern = [](std::int64_t pos, std::uint32_t l, std::uint32_t h, std::int64_t q) {
     const std::int64_t pairs = (pos - 10) / 10;
+    if (pos == 0) return 0.5f * static_cast<float>(q + 1);  // heads dump on the initial sink
     if (pos >= 30 && pos <= 90 && pos % 20 == 10 && std::int64_t{l * kHeads + h} < pairs)
       return 0.5f * static_cast<float>(q + 1);
     return 1.f;

@@ -21,11 +21,17 @@
 //    pinned by rule 1 then drew 9% of every head's attention for 7,800 queries, and perplexity
 //    rose from 73 to 101). So, per (layer, head), the detector counts the queries in which the
 //    token drew more than alpha / N *only while it is in the window* (TokenMeta::pin == none);
-//    once pinned (or when pinned on arrival) its count is frozen. The token is a sink in that head
-//    when it has been seen by at least `min_queries` window queries and drew more than alpha / N
-//    in at least `persistence` of them. sink_heads counts the (layer, head) pairs where this
-//    holds. Pinned hidden sinks therefore keep the evidence they earned in the window: a stronger
-//    token leaving the window replaces the weakest, and none is kept for its own pinned attention.
+//    once pinned (or when pinned on arrival) its count is frozen. A query counts only in heads
+//    that dump on an initial sink (one of the first PolicyConfig::sinks positions is a sink there
+//    by rule 1, this query included): hidden sinks are extra dumps in heads that dump, as in ACT;
+//    in a head that does not (stories260K has no such head) a token drawing attention is content,
+//    and pinning it was measured to hurt (GPL-3, budget 512: '<' pinned by the window share
+//    alone, perplexity 105 against 77). Rule 1's average, not the single query, decides, so a
+//    noisy query does not veto a head that dumps. The token is a sink in that head when it has been
+//    seen by at least `min_queries` window queries and counted in at least `persistence` of them. sink_heads
+//    counts the (layer, head) pairs where this holds. Pinned hidden sinks therefore keep the evidence they
+//    earned in the window: a stronger token leaving the window replaces the weakest, and none is kept for its
+//    own pinned attention.
 //
 // Every observe() also adds the token's mass, summed over heads, to TokenMeta::score (H2O's
 // accumulated score).

@@ -1,7 +1,9 @@
 #include "kvcache/sink_detector.h"
 
+#include <array>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "kvcache/error.h"
 
@@ -56,6 +58,19 @@ void SinkDetector::observe(StreamCache& cache, std::uint32_t layer, std::span<co
   const float keep = options_.decay, take = 1.f - options_.decay;
   const float uniform_scale = static_cast<float>(n);
   const std::size_t lh = std::size_t{n_layers_} * n_heads_;
+  // Heads that dump attention on an initial sink (one of the first policy.sinks positions) by
+  // recent evidence, this query included: only there can another token act as a sink (see the
+  // header). Initial sinks are pinned on arrival and come first in cache order, so their flags are
+  // set before any window token is judged. A stack buffer covers every real model's heads.
+  const std::int64_t n_initial = cache.config().policy.sinks;
+  const auto seen = static_cast<std::int64_t>(cache.stats().tokens_seen);
+  std::array<char, 256> dumps_small{};
+  std::vector<char> dumps_large;
+  char* dumps = dumps_small.data();
+  if (n_heads_ > dumps_small.size()) {
+    dumps_large.assign(n_heads_, 0);
+    dumps = dumps_large.data();
+  }
   for (std::uint32_t j = 0; j < n; ++j) {
     StreamCache::Observed o = cache.observed(j);
     float* ema = o.state.data() + std::size_t{layer} * n_heads_;
@@ -64,6 +79,11 @@ void SinkDetector::observe(StreamCache& cache, std::uint32_t layer, std::span<co
       const float p = mass[std::size_t{h} * n + j];
       mass_sum += p;
       ema[h] = keep * ema[h] + take * p * uniform_scale;
+    }
+    if (o.pos < n_initial) {
+      for (std::uint32_t h = 0; h < n_heads_; ++h) {
+        if (corrected(ema[h], seen - o.pos) > options_.alpha) dumps[h] = 1;
+      }
     }
     *o.score += mass_sum;
     // Rule 2: evidence only from queries that saw the token in the window (see the header).
@@ -76,7 +96,7 @@ void SinkDetector::observe(StreamCache& cache, std::uint32_t layer, std::span<co
     const float needed = options_.persistence * *queries;
     std::uint32_t sinks_here = 0;
     for (std::uint32_t h = 0; h < n_heads_; ++h) {
-      if (mass[std::size_t{h} * n + j] * uniform_scale > options_.alpha) hits[h] += 1.f;
+      if (dumps[h] != 0 && mass[std::size_t{h} * n + j] * uniform_scale > options_.alpha) hits[h] += 1.f;
       if (judged && hits[h] >= needed) ++sinks_here;
     }
     // Token state may come from a snapshot file and hold anything; converting a float outside
