@@ -18,8 +18,8 @@
 namespace kvstream {
 
 struct CommonOptions {
-  std::string model;      ///< --model; empty = resolve (see llama/model_paths.h)
-  std::string tokenizer;  ///< --tokenizer; empty = resolve
+  std::string model;             ///< --model; empty = resolve (see llama/model_paths.h)
+  std::string tokenizer;         ///< --tokenizer; empty = resolve
   std::string weights = "mmap";  ///< --weights: mmap or memory (llama::FileResidence), GGUF only
   std::string policy = "sinks";
   std::uint32_t budget = 256;

@@ -61,7 +61,9 @@ void* read_into_memory(int fd, std::size_t size) {
 
 }  // namespace
 
-std::string_view file_residence_name(FileResidence r) { return r == FileResidence::memory ? "memory" : "mmap"; }
+std::string_view file_residence_name(FileResidence r) {
+  return r == FileResidence::memory ? "memory" : "mmap";
+}
 
 FileResidence parse_file_residence(std::string_view name) {
   if (name == "mmap") return FileResidence::mapped;

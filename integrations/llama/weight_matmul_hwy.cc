@@ -215,7 +215,8 @@ HWY_INLINE void DotQ4_0Wide(const Rows<R>& w, const Act& a, std::size_t nb, std:
 template <std::size_t R>
 HWY_INLINE void DotQ4_0(const Rows<R>& w, const Act& a, std::size_t nb, std::size_t ahead, float* out) {
 #if HWY_TARGET != HWY_SCALAR
-  if constexpr (hn::MaxLanes(hn::ScalableTag<std::int16_t>()) >= 32) return DotQ4_0Wide<R>(w, a, nb, ahead, out);
+  if constexpr (hn::MaxLanes(hn::ScalableTag<std::int16_t>()) >= 32)
+    return DotQ4_0Wide<R>(w, a, nb, ahead, out);
 #endif
   const QTags<16> t;  // a chunk pairs low nibbles with elements k.. and high ones with 16 + k..
   const std::size_t L = hn::Lanes(t.d16);

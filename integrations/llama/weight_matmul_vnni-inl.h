@@ -91,19 +91,22 @@ template <bool kOne>
 HWY_INLINE __m512i LoadBytes32x2(const std::byte* p0, const std::byte* p1) {
   const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0));
   if constexpr (kOne) return _mm512_zextsi256_si512(lo);
-  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1)), 1);
+  return _mm512_inserti64x4(_mm512_castsi256_si512(lo),
+                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1)), 1);
 }
 
 template <bool kOne>
 HWY_INLINE __m256i LoadBytes16x2(const std::byte* p0, const std::byte* p1) {
   const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p0));
   if constexpr (kOne) return _mm256_zextsi128_si256(lo);
-  return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1)), 1);
+  return _mm256_inserti128_si256(_mm256_castsi128_si256(lo),
+                                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1)), 1);
 }
 
 template <std::size_t R, bool kOne>
-KVCACHE_VNNI_INLINE void StepQ8_0(const RowPtrs<R>& w, const std::int8_t* xq, const float* xd, const std::int32_t* xs,
-                                  std::size_t b, std::size_t ahead, std::array<__m512, R>& acc) {
+KVCACHE_VNNI_INLINE void StepQ8_0(const RowPtrs<R>& w, const std::int8_t* xq, const float* xd,
+                                  const std::int32_t* xs, std::size_t b, std::size_t ahead,
+                                  std::array<__m512, R>& acc) {
   using blocks::Q8_0;
   const __m512i lanes = Q8Lanes();
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
@@ -117,13 +120,15 @@ KVCACHE_VNNI_INLINE void StepQ8_0(const RowPtrs<R>& w, const std::int8_t* xq, co
     _mm_prefetch(reinterpret_cast<const char*>(b0 + ahead), _MM_HINT_T0);  // the next group
     const __m512i q = LoadBytes32x2<kOne>(b0 + Q8_0::qs, b1 + Q8_0::qs);
     const __m512i dot = _mm512_dpbusd_epi32(start, _mm512_xor_si512(q, flip), x);
-    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), RowScales<kOne>(b0 + Q8_0::d, b1 + Q8_0::d, xd2, lanes), acc[i]);
+    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), RowScales<kOne>(b0 + Q8_0::d, b1 + Q8_0::d, xd2, lanes),
+                             acc[i]);
   }
 }
 
 template <std::size_t R, bool kOne>
-KVCACHE_VNNI_INLINE void StepQ4_0(const RowPtrs<R>& w, const std::int8_t* xq, const float* xd, const std::int32_t* xs,
-                                  std::size_t b, std::size_t ahead, std::array<__m512, R>& acc) {
+KVCACHE_VNNI_INLINE void StepQ4_0(const RowPtrs<R>& w, const std::int8_t* xq, const float* xd,
+                                  const std::int32_t* xs, std::size_t b, std::size_t ahead,
+                                  std::array<__m512, R>& acc) {
   using blocks::Q4_0;
   const __m512i lanes = Q4Lanes();
   const __m512i low4 = _mm512_set1_epi8(0x0F);
@@ -141,14 +146,15 @@ KVCACHE_VNNI_INLINE void StepQ4_0(const RowPtrs<R>& w, const std::int8_t* xq, co
     const __m512i q = _mm512_and_si512(
         _mm512_inserti64x4(_mm512_castsi256_si512(packed), _mm256_srli_epi16(packed, 4), 1), low4);
     const __m512i dot = _mm512_dpbusd_epi32(start, q, x);
-    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), RowScales<kOne>(b0 + Q4_0::d, b1 + Q4_0::d, xd2, lanes), acc[i]);
+    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), RowScales<kOne>(b0 + Q4_0::d, b1 + Q4_0::d, xd2, lanes),
+                             acc[i]);
   }
 }
 
 // out[i] = row i of the group times the activation row, over nb blocks.
 template <bool kQ8, std::size_t R>
-KVCACHE_VNNI_FUNCTION void Dot(const RowPtrs<R>& w, const std::int8_t* xq, const float* xd, const std::int32_t* xs,
-                               std::size_t nb, std::size_t ahead, float* out) {
+KVCACHE_VNNI_FUNCTION void Dot(const RowPtrs<R>& w, const std::int8_t* xq, const float* xd,
+                               const std::int32_t* xs, std::size_t nb, std::size_t ahead, float* out) {
   std::array<__m512, R> acc;
   for (auto& v : acc) v = _mm512_setzero_ps();
   std::size_t b = 0;

@@ -329,7 +329,8 @@ TEST_CASE("gguf model: residence names parse both ways and a missing file fails 
   CHECK(file_residence_name(FileResidence::memory) == "memory");
   CHECK_THROWS_AS(parse_file_residence("ram"), InvalidArgument);
   const auto missing = gguf_path().parent_path() / "no-such-model.gguf";
-  CHECK_THROWS_WITH_AS(GgufFile::open(missing, FileResidence::memory), doctest::Contains("file not found"), Error);
+  CHECK_THROWS_WITH_AS(GgufFile::open(missing, FileResidence::memory), doctest::Contains("file not found"),
+                       Error);
 }
 
 }  // namespace kvcache::llama::test
