@@ -79,8 +79,8 @@ std::vector<std::uint32_t> cols_for(GgmlType type) {
   switch (ggml_block_elems(type)) {
     case 1:
       return {1, 7, 37, 64, 100};
-    case 32:
-      return {32, 96, 160};
+    case 32:  // 1, 3, 5, 17 and 35 blocks: pairs and an odd last block for the VNNI kernels
+      return {32, 96, 160, 544, 1120};
     default:
       return {256, 768};
   }
