@@ -103,50 +103,38 @@ HWY_INLINE __m256i LoadBytes16x2(const std::byte* p0, const std::byte* p1) {
                                  _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1)), 1);
 }
 
-template <std::size_t R, bool kOne>
-KVCACHE_VNNI_INLINE void StepQ8_0(const RowPtrs<R>& w, const std::int8_t* xq, const float* xd,
-                                  const std::int32_t* xs, std::size_t b, std::size_t ahead,
-                                  std::array<__m512, R>& acc) {
-  using blocks::Q8_0;
-  const __m512i lanes = Q8Lanes();
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-  const __m512i x = LoadBytes32x2<kOne>(reinterpret_cast<const std::byte*>(xq + b * blocks::kQK),
-                                        reinterpret_cast<const std::byte*>(xq + (b + 1) * blocks::kQK));
-  const __m512i start = StartLanes<kOne>(xs + b, 16, lanes);  // 128 * xs over 8 lanes
-  const __m128 xd2 = _mm_castsi128_ps(LoadPair32<kOne>(xd + b));
-  for (std::size_t i = 0; i < R; ++i) {
-    const std::byte* b0 = w[i] + b * Q8_0::bytes;
-    const std::byte* b1 = b0 + Q8_0::bytes;
-    _mm_prefetch(reinterpret_cast<const char*>(b0 + ahead), _MM_HINT_T0);  // the next group
-    const __m512i q = LoadBytes32x2<kOne>(b0 + Q8_0::qs, b1 + Q8_0::qs);
-    const __m512i dot = _mm512_dpbusd_epi32(start, _mm512_xor_si512(q, flip), x);
-    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), RowScales<kOne>(b0 + Q8_0::d, b1 + Q8_0::d, xd2, lanes),
-                             acc[i]);
-  }
-}
-
-template <std::size_t R, bool kOne>
-KVCACHE_VNNI_INLINE void StepQ4_0(const RowPtrs<R>& w, const std::int8_t* xq, const float* xd,
-                                  const std::int32_t* xs, std::size_t b, std::size_t ahead,
-                                  std::array<__m512, R>& acc) {
-  using blocks::Q4_0;
-  const __m512i lanes = Q4Lanes();
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
-  // [x_b 0..15, x_b 16..31, x_b+1 0..15, x_b+1 16..31] -> the weights' order (lanes 0, 2, 1, 3).
+// One pair of blocks of each row of the group (see the top of the file for the arithmetic).
+template <bool kQ8, std::size_t R, bool kOne>
+KVCACHE_VNNI_INLINE void Step(const RowPtrs<R>& w, const std::int8_t* xq, const float* xd,
+                              const std::int32_t* xs, std::size_t b, std::size_t ahead,
+                              std::array<__m512, R>& acc) {
+  constexpr std::size_t kBytes = kQ8 ? blocks::Q8_0::bytes : blocks::Q4_0::bytes;
+  constexpr std::size_t kCodes = kQ8 ? blocks::Q8_0::qs : blocks::Q4_0::qs;
+  constexpr std::size_t kScale = kQ8 ? blocks::Q8_0::d : blocks::Q4_0::d;
+  const __m512i lanes = kQ8 ? Q8Lanes() : Q4Lanes();
   const __m512i xb = LoadBytes32x2<kOne>(reinterpret_cast<const std::byte*>(xq + b * blocks::kQK),
                                          reinterpret_cast<const std::byte*>(xq + (b + 1) * blocks::kQK));
-  const __m512i x = _mm512_shuffle_i64x2(xb, xb, _MM_SHUFFLE(3, 1, 2, 0));
-  const __m512i start = StartLanes<kOne>(xs + b, 1, lanes);  // 8 * xs over 8 lanes
+  // q4_0: [x_b 0..15, x_b 16..31, x_b+1 0..15, x_b+1 16..31] -> the codes' order (lanes 0, 2, 1, 3).
+  const __m512i x = kQ8 ? xb : _mm512_shuffle_i64x2(xb, xb, _MM_SHUFFLE(3, 1, 2, 0));
+  // The weights' offset (128 for q8_0 codes, 8 for q4_0 nibbles) times xs, over 8 lanes per block.
+  const __m512i start = StartLanes<kOne>(xs + b, kQ8 ? 16 : 1, lanes);
   const __m128 xd2 = _mm_castsi128_ps(LoadPair32<kOne>(xd + b));
   for (std::size_t i = 0; i < R; ++i) {
-    const std::byte* b0 = w[i] + b * Q4_0::bytes;
-    const std::byte* b1 = b0 + Q4_0::bytes;
+    const std::byte* b0 = w[i] + b * kBytes;
+    const std::byte* b1 = b0 + kBytes;
     _mm_prefetch(reinterpret_cast<const char*>(b0 + ahead), _MM_HINT_T0);  // the next group
-    const __m256i packed = LoadBytes16x2<kOne>(b0 + Q4_0::qs, b1 + Q4_0::qs);
-    const __m512i q = _mm512_and_si512(
-        _mm512_inserti64x4(_mm512_castsi256_si512(packed), _mm256_srli_epi16(packed, 4), 1), low4);
+    __m512i q;
+    if constexpr (kQ8) {
+      q = _mm512_xor_si512(LoadBytes32x2<kOne>(b0 + kCodes, b1 + kCodes),
+                           _mm512_set1_epi8(static_cast<char>(0x80)));
+    } else {
+      const __m256i packed = LoadBytes16x2<kOne>(b0 + kCodes, b1 + kCodes);
+      q = _mm512_and_si512(
+          _mm512_inserti64x4(_mm512_castsi256_si512(packed), _mm256_srli_epi16(packed, 4), 1),
+          _mm512_set1_epi8(0x0F));
+    }
     const __m512i dot = _mm512_dpbusd_epi32(start, q, x);
-    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), RowScales<kOne>(b0 + Q4_0::d, b1 + Q4_0::d, xd2, lanes),
+    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), RowScales<kOne>(b0 + kScale, b1 + kScale, xd2, lanes),
                              acc[i]);
   }
 }
@@ -158,18 +146,8 @@ KVCACHE_VNNI_FUNCTION void Dot(const RowPtrs<R>& w, const std::int8_t* xq, const
   std::array<__m512, R> acc;
   for (auto& v : acc) v = _mm512_setzero_ps();
   std::size_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    if constexpr (kQ8)
-      StepQ8_0<R, false>(w, xq, xd, xs, b, ahead, acc);
-    else
-      StepQ4_0<R, false>(w, xq, xd, xs, b, ahead, acc);
-  }
-  if (b < nb) {
-    if constexpr (kQ8)
-      StepQ8_0<R, true>(w, xq, xd, xs, b, ahead, acc);
-    else
-      StepQ4_0<R, true>(w, xq, xd, xs, b, ahead, acc);
-  }
+  for (; b + 2 <= nb; b += 2) Step<kQ8, R, false>(w, xq, xd, xs, b, ahead, acc);
+  if (b < nb) Step<kQ8, R, true>(w, xq, xd, xs, b, ahead, acc);
   for (std::size_t i = 0; i < R; ++i) out[i] = _mm512_reduce_add_ps(acc[i]);
 }
 
