@@ -171,6 +171,11 @@ def test_gguf(a, tmp):
     want = run([a.kvstream, *gen, *bin_model]).stdout
     got = run([a.kvstream, *gen, "--model", gguf]).stdout
     check(got == want and len(want) > 100, f"greedy text differs:\n{got!r}\n{want!r}")
+    # --weights memory: the file read into a private copy gives the same text; bad words are refused.
+    got = run([a.kvstream, *gen, "--model", gguf, "--weights", "memory"]).stdout
+    check(got == want, f"greedy text with --weights memory differs:\n{got!r}\n{want!r}")
+    p = run([a.kvstream, *gen, "--model", gguf, "--weights", "ram"], expect=2)
+    check("--weights" in p.stderr and p.stderr.count("\n") == 1, f"bad --weights error: {p.stderr!r}")
     p = run([a.kvstream, *gen, "--model", gguf, "--tokenizer", a.tokenizer], expect=1)
     check("cannot be used with the GGUF model" in p.stderr and p.stderr.count("\n") == 1,
           f"bad --tokenizer error: {p.stderr!r}")
@@ -199,7 +204,7 @@ def test_bench(a, tmp):
     bench = ["bench", *model, "--depths", "0,64", "--steps", "4", "--prompt-tokens", "16", "--triad-mib", "8",
              "--budget", "32"]
     j = json.loads(run([a.kvstream, *bench, "--threads", "2", "--json"]).stdout)
-    for key in ("model", "policy", "budget", "kv_dtype", "threads", "load_average", "weight_bytes", "triad_gbps",
+    for key in ("model", "policy", "budget", "kv_dtype", "threads", "weights", "load_average", "weight_bytes", "triad_gbps",
                 "prefill", "decode_steps", "fill", "depths", "total_seconds"):
         check(key in j, f"bench --json lacks {key}: {j}")
     check(j["threads"] == 2 and j["kv_dtype"] == "f16" and j["policy"] == "sinks", f"options: {j}")
