@@ -349,8 +349,12 @@ HWY_INLINE void DotQ6_K(const Rows<R>& w, const Act& a, std::size_t n_super, std
 template <GgmlType kType, std::size_t R>
 HWY_INLINE void Dot(const Rows<R>& w, const Act& a, std::size_t cols, std::size_t ahead, float* out) {
 #if HWY_TARGET == HWY_AVX3_DL
-  if constexpr (kType == GgmlType::q8_0 || kType == GgmlType::q4_0)
-    return vnni::Dot<kType == GgmlType::q8_0, R>(w, a.xq, a.xd, a.xs, cols / kQK, ahead, out);
+  if constexpr (kType == GgmlType::q8_0 || kType == GgmlType::q4_0) {
+    std::array<std::array<float, R>, 1> o;
+    vnni::Dot<kType == GgmlType::q8_0, R, 1>(w, {vnni::XRow{a.xq, a.xd, a.xs}}, cols / kQK, ahead, o);
+    for (std::size_t i = 0; i < R; ++i) out[i] = o[0][i];
+    return;
+  }
 #endif
   if constexpr (kType == GgmlType::q8_0) {
     DotQ8_0<R>(w, a, cols / kQK, ahead, out);
@@ -379,7 +383,23 @@ void ProcessRows(const MatmulArgs& a, std::uint32_t r0, std::uint32_t r1) {
   for (; r + R <= r1; r += R) {
     Rows<R> w;
     for (std::size_t i = 0; i < R; ++i) w[i] = a.w.row(r + static_cast<std::uint32_t>(i));
-    for (std::uint32_t t = 0; t < a.n; ++t) {
+    std::uint32_t t = 0;
+#if HWY_TARGET == HWY_AVX3_DL
+    // A prefill batch: 4 activation rows per pass, each weight pair loaded and unpacked once.
+    if constexpr (kType == GgmlType::q8_0 || kType == GgmlType::q4_0) {
+      constexpr std::size_t kT = 4;
+      for (; t + kT <= a.n; t += kT) {
+        std::array<vnni::XRow, kT> xr;
+        for (std::size_t j = 0; j < kT; ++j)
+          xr[j] = {a.xq + (t + j) * cols, a.xd + (t + j) * nb, a.xs + (t + j) * nb};
+        std::array<std::array<float, R>, kT> out;
+        vnni::Dot<kType == GgmlType::q8_0, R, kT>(w, xr, nb, R * a.w.row_bytes, out);
+        for (std::size_t j = 0; j < kT; ++j)
+          for (std::size_t i = 0; i < R; ++i) a.y[(t + j) * a.w.rows + r + i] = out[j][i];
+      }
+    }
+#endif
+    for (; t < a.n; ++t) {
       std::array<float, R> out;
       Dot<kType, R>(w, act(t), cols, R * a.w.row_bytes, out.data());
       for (std::size_t i = 0; i < R; ++i) a.y[std::size_t{t} * a.w.rows + r + i] = out[i];

@@ -78,13 +78,17 @@ HWY_INLINE __m512i StartLanes(const std::int32_t* xs, int per_lane, __m512i lane
   return _mm512_mullo_epi32(sums, _mm512_set1_epi32(-per_lane));
 }
 
-// The weight blocks' f16 scales times the activation scales (xd2 = LoadPair32 of xd), by lane.
+// The two weight blocks' f16 scales as f32 (lanes 0 and 1).
 template <bool kOne>
-HWY_INLINE __m512 RowScales(const std::byte* blk0, const std::byte* blk1, __m128 xd2, __m512i lanes) {
+HWY_INLINE __m128 WeightScales(const std::byte* blk0, const std::byte* blk1) {
   const std::uint32_t hi = kOne ? 0u : std::uint32_t{blocks::load_u16(blk1)} << 16;
   const std::uint32_t both = std::uint32_t{blocks::load_u16(blk0)} | hi;
-  const __m128 d = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(both))), xd2);
-  return _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(d));
+  return _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(both)));
+}
+
+// Weight scales times activation scales (xd2 = LoadPair32 of xd), placed by lane.
+HWY_INLINE __m512 LaneScales(__m128 dw, __m128 xd2, __m512i lanes) {
+  return _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_mul_ps(dw, xd2)));
 }
 
 template <bool kOne>
@@ -103,22 +107,36 @@ HWY_INLINE __m256i LoadBytes16x2(const std::byte* p0, const std::byte* p1) {
                                  _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1)), 1);
 }
 
-// One pair of blocks of each row of the group (see the top of the file for the arithmetic).
-template <bool kQ8, std::size_t R, bool kOne>
-KVCACHE_VNNI_INLINE void Step(const RowPtrs<R>& w, const std::int8_t* xq, const float* xd,
-                              const std::int32_t* xs, std::size_t b, std::size_t ahead,
-                              std::array<__m512, R>& acc) {
+/// One activation row in Q8 form (quantize_activations): codes, block scales, block sums.
+struct XRow {
+  const std::int8_t* xq;
+  const float* xd;
+  const std::int32_t* xs;
+};
+
+// One pair of blocks of each row of the group against T activation rows (see the top of the file
+// for the arithmetic). Each weight pair is loaded and unpacked once for the T rows; every
+// (row, activation) accumulator takes exactly the operations a single-row call would, so a batch
+// gives bit-identical results to one row at a time.
+template <bool kQ8, std::size_t R, std::size_t T, bool kOne>
+KVCACHE_VNNI_INLINE void Step(const RowPtrs<R>& w, const std::array<XRow, T>& xr, std::size_t b,
+                              std::size_t ahead, std::array<std::array<__m512, R>, T>& acc) {
   constexpr std::size_t kBytes = kQ8 ? blocks::Q8_0::bytes : blocks::Q4_0::bytes;
   constexpr std::size_t kCodes = kQ8 ? blocks::Q8_0::qs : blocks::Q4_0::qs;
   constexpr std::size_t kScale = kQ8 ? blocks::Q8_0::d : blocks::Q4_0::d;
   const __m512i lanes = kQ8 ? Q8Lanes() : Q4Lanes();
-  const __m512i xb = LoadBytes32x2<kOne>(reinterpret_cast<const std::byte*>(xq + b * blocks::kQK),
-                                         reinterpret_cast<const std::byte*>(xq + (b + 1) * blocks::kQK));
-  // q4_0: [x_b 0..15, x_b 16..31, x_b+1 0..15, x_b+1 16..31] -> the codes' order (lanes 0, 2, 1, 3).
-  const __m512i x = kQ8 ? xb : _mm512_shuffle_i64x2(xb, xb, _MM_SHUFFLE(3, 1, 2, 0));
-  // The weights' offset (128 for q8_0 codes, 8 for q4_0 nibbles) times xs, over 8 lanes per block.
-  const __m512i start = StartLanes<kOne>(xs + b, kQ8 ? 16 : 1, lanes);
-  const __m128 xd2 = _mm_castsi128_ps(LoadPair32<kOne>(xd + b));
+  std::array<__m512i, T> x, start;
+  std::array<__m128, T> xd2;
+  for (std::size_t t = 0; t < T; ++t) {
+    const std::int8_t* xq = xr[t].xq;
+    const __m512i xb = LoadBytes32x2<kOne>(reinterpret_cast<const std::byte*>(xq + b * blocks::kQK),
+                                           reinterpret_cast<const std::byte*>(xq + (b + 1) * blocks::kQK));
+    // q4_0: [x_b 0..15, x_b 16..31, x_b+1 0..15, x_b+1 16..31] -> the codes' order (lanes 0, 2, 1, 3).
+    x[t] = kQ8 ? xb : _mm512_shuffle_i64x2(xb, xb, _MM_SHUFFLE(3, 1, 2, 0));
+    // The weights' offset (128 for q8_0 codes, 8 for q4_0 nibbles) times xs, over 8 lanes per block.
+    start[t] = StartLanes<kOne>(xr[t].xs + b, kQ8 ? 16 : 1, lanes);
+    xd2[t] = _mm_castsi128_ps(LoadPair32<kOne>(xr[t].xd + b));
+  }
   for (std::size_t i = 0; i < R; ++i) {
     const std::byte* b0 = w[i] + b * kBytes;
     const std::byte* b1 = b0 + kBytes;
@@ -133,22 +151,26 @@ KVCACHE_VNNI_INLINE void Step(const RowPtrs<R>& w, const std::int8_t* xq, const 
           _mm512_inserti64x4(_mm512_castsi256_si512(packed), _mm256_srli_epi16(packed, 4), 1),
           _mm512_set1_epi8(0x0F));
     }
-    const __m512i dot = _mm512_dpbusd_epi32(start, q, x);
-    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), RowScales<kOne>(b0 + kScale, b1 + kScale, xd2, lanes),
-                             acc[i]);
+    const __m128 dw = WeightScales<kOne>(b0 + kScale, b1 + kScale);
+    for (std::size_t t = 0; t < T; ++t) {
+      const __m512i dot = _mm512_dpbusd_epi32(start[t], q, x[t]);
+      acc[t][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), LaneScales(dw, xd2[t], lanes), acc[t][i]);
+    }
   }
 }
 
-// out[i] = row i of the group times the activation row, over nb blocks.
-template <bool kQ8, std::size_t R>
-KVCACHE_VNNI_FUNCTION void Dot(const RowPtrs<R>& w, const std::int8_t* xq, const float* xd,
-                               const std::int32_t* xs, std::size_t nb, std::size_t ahead, float* out) {
-  std::array<__m512, R> acc;
-  for (auto& v : acc) v = _mm512_setzero_ps();
+// out[t][i] = row i of the group times activation row t, over nb blocks.
+template <bool kQ8, std::size_t R, std::size_t T>
+KVCACHE_VNNI_FUNCTION void Dot(const RowPtrs<R>& w, const std::array<XRow, T>& xr, std::size_t nb,
+                               std::size_t ahead, std::array<std::array<float, R>, T>& out) {
+  std::array<std::array<__m512, R>, T> acc;
+  for (auto& row : acc)
+    for (auto& v : row) v = _mm512_setzero_ps();
   std::size_t b = 0;
-  for (; b + 2 <= nb; b += 2) Step<kQ8, R, false>(w, xq, xd, xs, b, ahead, acc);
-  if (b < nb) Step<kQ8, R, true>(w, xq, xd, xs, b, ahead, acc);
-  for (std::size_t i = 0; i < R; ++i) out[i] = _mm512_reduce_add_ps(acc[i]);
+  for (; b + 2 <= nb; b += 2) Step<kQ8, R, T, false>(w, xr, b, ahead, acc);
+  if (b < nb) Step<kQ8, R, T, true>(w, xr, b, ahead, acc);
+  for (std::size_t t = 0; t < T; ++t)
+    for (std::size_t i = 0; i < R; ++i) out[t][i] = _mm512_reduce_add_ps(acc[t][i]);
 }
 
 #undef KVCACHE_VNNI_INLINE
