@@ -412,6 +412,15 @@ void ProcessRows(const MatmulArgs& a, std::uint32_t r0, std::uint32_t r1) {
   }
 }
 
+// Rows per group for q8_0 and q4_0. The VNNI kernels share each block pair's activation set-up
+// (load, offset start, scales) over the group, and 8 rows measured +15% (q8_0) and +26% (q4_0) on a
+// TinyLlama layer against 4; the portable kernels keep 4 (AVX2 has 16 vector registers).
+#if HWY_TARGET == HWY_AVX3_DL
+constexpr std::size_t kInt8Rows = 8;
+#else
+constexpr std::size_t kInt8Rows = 4;
+#endif
+
 void MatmulRows(const MatmulArgs& a, std::uint32_t r0, std::uint32_t r1) {
   switch (a.w.type) {
     case GgmlType::f32:
@@ -421,9 +430,9 @@ void MatmulRows(const MatmulArgs& a, std::uint32_t r0, std::uint32_t r1) {
     case GgmlType::bf16:
       return ProcessRows<GgmlType::bf16, 4>(a, r0, r1);
     case GgmlType::q8_0:
-      return ProcessRows<GgmlType::q8_0, 4>(a, r0, r1);
+      return ProcessRows<GgmlType::q8_0, kInt8Rows>(a, r0, r1);
     case GgmlType::q4_0:
-      return ProcessRows<GgmlType::q4_0, 4>(a, r0, r1);
+      return ProcessRows<GgmlType::q4_0, kInt8Rows>(a, r0, r1);
     case GgmlType::q4_k:
       return ProcessRows<GgmlType::q4_k, 2>(a, r0, r1);
     case GgmlType::q6_k:
