@@ -79,7 +79,8 @@ class SinkDetector {
   const SinkDetectorOptions& options() const noexcept { return options_; }
 
  private:
-  float corrected(float ema, std::int64_t n_queries) const;
+  /// Rule 1 on one (token, head): the bias-corrected EMA after n_queries queries exceeds alpha.
+  bool recent_sink(float ema, std::int64_t n_queries) const;
 
   std::uint32_t n_layers_;
   std::uint32_t n_heads_;

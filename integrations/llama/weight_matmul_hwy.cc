@@ -348,14 +348,6 @@ HWY_INLINE void DotQ6_K(const Rows<R>& w, const Act& a, std::size_t n_super, std
 
 template <GgmlType kType, std::size_t R>
 HWY_INLINE void Dot(const Rows<R>& w, const Act& a, std::size_t cols, std::size_t ahead, float* out) {
-#if HWY_TARGET == HWY_AVX3_DL
-  if constexpr (kType == GgmlType::q8_0 || kType == GgmlType::q4_0) {
-    std::array<std::array<float, R>, 1> o;
-    vnni::Dot<kType == GgmlType::q8_0, R, 1>(w, {vnni::XRow{a.xq, a.xd, a.xs}}, cols / kQK, ahead, o);
-    for (std::size_t i = 0; i < R; ++i) out[i] = o[0][i];
-    return;
-  }
-#endif
   if constexpr (kType == GgmlType::q8_0) {
     DotQ8_0<R>(w, a, cols / kQK, ahead, out);
   } else if constexpr (kType == GgmlType::q4_0) {
@@ -369,47 +361,52 @@ HWY_INLINE void Dot(const Rows<R>& w, const Act& a, std::size_t cols, std::size_
   }
 }
 
-// Rows [r0, r1) in groups of R, every activation row against each group while it is hot.
+// Weight rows [r, r + R) against every activation row: y[t * rows + r + i]. While they work, the
+// kernels prefetch the same offsets R rows further on (the next group).
+template <GgmlType kType, std::size_t R>
+HWY_INLINE void GroupRows(const MatmulArgs& a, std::uint32_t r) {
+  const std::size_t cols = a.w.cols, nb = cols / kQK, ahead = R * a.w.row_bytes;
+  Rows<R> w;
+  for (std::size_t i = 0; i < R; ++i) w[i] = a.w.row(r + static_cast<std::uint32_t>(i));
+  const auto store = [&](std::size_t t, const std::array<float, R>& out) {
+    for (std::size_t i = 0; i < R; ++i) a.y[t * a.w.rows + r + i] = out[i];
+  };
+  std::uint32_t t = 0;
+#if HWY_TARGET == HWY_AVX3_DL
+  if constexpr (kType == GgmlType::q8_0 || kType == GgmlType::q4_0) {
+    // kT activation rows per pass: each weight pair is loaded and unpacked once for all of them.
+    const auto pass = [&]<std::size_t kT>(std::uint32_t t0) {
+      std::array<vnni::XRow, kT> xr;
+      for (std::size_t j = 0; j < kT; ++j)
+        xr[j] = {a.xq + (t0 + j) * cols, a.xd + (t0 + j) * nb, a.xs + (t0 + j) * nb};
+      std::array<std::array<float, R>, kT> out;
+      vnni::Dot<kType == GgmlType::q8_0, R, kT>(w, xr, nb, ahead, out);
+      for (std::size_t j = 0; j < kT; ++j) store(t0 + j, out[j]);
+    };
+    for (; t + 4 <= a.n; t += 4) pass.template operator()<4>(t);
+    for (; t < a.n; ++t) pass.template operator()<1>(t);
+    return;
+  }
+#endif
+  for (; t < a.n; ++t) {
+    Act act;
+    if constexpr (kType == GgmlType::f32 || kType == GgmlType::f16 || kType == GgmlType::bf16)
+      act = Act{a.x + t * cols, nullptr, nullptr, nullptr};
+    else
+      act = Act{nullptr, a.xq + t * cols, a.xd + t * nb, a.xs + t * nb};
+    std::array<float, R> out;
+    Dot<kType, R>(w, act, cols, ahead, out.data());
+    store(t, out);
+  }
+}
+
+// Rows [r0, r1) in groups of R, every activation row against each group while it is hot; the
+// last rows that do not fill a group one at a time.
 template <GgmlType kType, std::size_t R>
 void ProcessRows(const MatmulArgs& a, std::uint32_t r0, std::uint32_t r1) {
-  const std::size_t cols = a.w.cols, nb = cols / kQK;
-  const auto act = [&](std::uint32_t t) {
-    if constexpr (kType == GgmlType::f32 || kType == GgmlType::f16 || kType == GgmlType::bf16)
-      return Act{a.x + t * cols, nullptr, nullptr, nullptr};
-    else
-      return Act{nullptr, a.xq + t * cols, a.xd + t * nb, a.xs + t * nb};
-  };
   std::uint32_t r = r0;
-  for (; r + R <= r1; r += R) {
-    Rows<R> w;
-    for (std::size_t i = 0; i < R; ++i) w[i] = a.w.row(r + static_cast<std::uint32_t>(i));
-    std::uint32_t t = 0;
-#if HWY_TARGET == HWY_AVX3_DL
-    // A prefill batch: 4 activation rows per pass, each weight pair loaded and unpacked once.
-    if constexpr (kType == GgmlType::q8_0 || kType == GgmlType::q4_0) {
-      constexpr std::size_t kT = 4;
-      for (; t + kT <= a.n; t += kT) {
-        std::array<vnni::XRow, kT> xr;
-        for (std::size_t j = 0; j < kT; ++j)
-          xr[j] = {a.xq + (t + j) * cols, a.xd + (t + j) * nb, a.xs + (t + j) * nb};
-        std::array<std::array<float, R>, kT> out;
-        vnni::Dot<kType == GgmlType::q8_0, R, kT>(w, xr, nb, R * a.w.row_bytes, out);
-        for (std::size_t j = 0; j < kT; ++j)
-          for (std::size_t i = 0; i < R; ++i) a.y[(t + j) * a.w.rows + r + i] = out[j][i];
-      }
-    }
-#endif
-    for (; t < a.n; ++t) {
-      std::array<float, R> out;
-      Dot<kType, R>(w, act(t), cols, R * a.w.row_bytes, out.data());
-      for (std::size_t i = 0; i < R; ++i) a.y[std::size_t{t} * a.w.rows + r + i] = out[i];
-    }
-  }
-  for (; r < r1; ++r) {
-    const Rows<1> w{a.w.row(r)};
-    for (std::uint32_t t = 0; t < a.n; ++t)
-      Dot<kType, 1>(w, act(t), cols, a.w.row_bytes, a.y + std::size_t{t} * a.w.rows + r);
-  }
+  for (; r + R <= r1; r += R) GroupRows<kType, R>(a, r);
+  for (; r < r1; ++r) GroupRows<kType, 1>(a, r);
 }
 
 // Rows per group for q8_0 and q4_0. The VNNI kernels share each block pair's activation set-up

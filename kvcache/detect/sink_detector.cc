@@ -36,10 +36,10 @@ SinkDetector::SinkDetector(std::uint32_t n_layers, std::uint32_t n_heads, SinkDe
   }
 }
 
-float SinkDetector::corrected(float ema, std::int64_t n_queries) const {
+bool SinkDetector::recent_sink(float ema, std::int64_t n_queries) const {
   // Past the table, decay^n is below f32 resolution and the correction is exactly 1.
   const std::size_t n = static_cast<std::size_t>(std::max<std::int64_t>(n_queries, 1));
-  return n < inv_bias_.size() ? ema * inv_bias_[n] : ema;
+  return (n < inv_bias_.size() ? ema * inv_bias_[n] : ema) > options_.alpha;
 }
 
 void SinkDetector::observe(StreamCache& cache, std::uint32_t layer, std::span<const float> mass) const {
@@ -82,7 +82,7 @@ void SinkDetector::observe(StreamCache& cache, std::uint32_t layer, std::span<co
     }
     if (o.pos < n_initial) {
       for (std::uint32_t h = 0; h < n_heads_; ++h) {
-        if (corrected(ema[h], seen - o.pos) > options_.alpha) dumps[h] = 1;
+        if (recent_sink(ema[h], seen - o.pos)) dumps[h] = 1;
       }
     }
     *o.score += mass_sum;
@@ -118,7 +118,7 @@ bool SinkDetector::is_sink(StreamCache& cache, std::uint32_t index, std::uint32_
   if (o.state.size() < state_floats())
     throw InvalidArgument("SinkDetector::is_sink: cache keeps too little token state");
   const std::int64_t n_queries = static_cast<std::int64_t>(cache.stats().tokens_seen) - o.pos;
-  return corrected(o.state[std::size_t{layer} * n_heads_ + head], n_queries) > options_.alpha;
+  return recent_sink(o.state[std::size_t{layer} * n_heads_ + head], n_queries);
 }
 
 }  // namespace kvcache
