@@ -227,6 +227,51 @@ TEST_CASE("a q4 window with f16 sinks keeps the sinks at f16 and the window with
   }
 }
 
+// A pinned region of a smaller dtype packs more tokens per page than the window's page_tokens: its
+// spans must be cut at the pinned layout's page size (the fuzzer once checked them against the
+// window's), and attention over them must still match the scalar twin.
+TEST_CASE("pinned pages of a smaller dtype hold more tokens than a window page, and spans follow them") {
+  StreamConfig c{1,
+                 2,
+                 8,
+                 4,
+                 DType::f32,
+                 PositionMode::absolute,
+                 {RopeStyle::none, 10000.0},
+                 PolicyConfig::streaming(11, 20)};
+  c.pinned_dtype = DType::q8;
+  const std::uint32_t Pp = c.pinned_layout().page_tokens;
+  REQUIRE(Pp > c.page_tokens);  // f32 window page: 256 bytes; a q8 token: 40
+  StreamCache s(kvtest::make_pool(c, 64), c);
+  for (int t = 0; t < 40; ++t) kvtest::push_token(s);
+  REQUIRE(s.n_pinned() == 11);
+  std::vector<KvSpan> spans;
+  s.layer_spans(0, spans);
+  std::uint32_t next = 0, widest_pinned = 0;
+  for (const KvSpan& sp : spans) {
+    CHECK(sp.kept_begin == next);
+    const bool pinned = sp.kept_begin < s.n_pinned();
+    CHECK(sp.layout.page_tokens == (pinned ? Pp : c.page_tokens));
+    CHECK(sp.slot_begin + sp.n <= sp.layout.page_tokens);
+    if (pinned) {
+      CHECK(sp.kept_begin + sp.n <= s.n_pinned());
+      widest_pinned = std::max(widest_pinned, sp.n);
+    }
+    next += sp.n;
+  }
+  CHECK(next == s.n_kept());
+  CHECK(widest_pinned == std::min(Pp, 11u));
+  CHECK(widest_pinned > c.page_tokens);
+  AttendOptions opt;
+  opt.n_heads = 4;
+  std::mt19937 rng(3);
+  const std::vector<float> q = random_row(rng, 4 * 8, 1.f);
+  std::vector<float> out(q.size()), ref(q.size()), mass(4 * s.n_kept()), mass_ref(mass.size());
+  attend(s, 0, q, out, mass, opt);
+  attend_reference(s, 0, q, ref, mass_ref, opt);
+  for (std::size_t i = 0; i < out.size(); ++i) CHECK(out[i] == doctest::Approx(ref[i]).epsilon(1e-4));
+}
+
 TEST_CASE("quantised configurations that cannot work are refused") {
   StreamConfig c{
       1, 1, 7, 16, DType::q4, PositionMode::absolute, {RopeStyle::none, 10000.0}, PolicyConfig::full()};

@@ -231,11 +231,19 @@ void op_spans(Slot& s, FuzzedDataProvider& in) {
   const StreamCache& c = *s.cache;
   std::vector<KvSpan> spans;
   c.layer_spans(in.ConsumeIntegralInRange<std::uint32_t>(0, c.config().n_layers), spans);
-  // Spans tile [0, n_kept) in order, each inside one page.
+  // Spans tile [0, n_kept) in order, each inside one page: pinned spans first, in the pinned
+  // region's layout (its pages hold another number of tokens when pinned_dtype differs), then
+  // the window's.
+  const StreamConfig& cfg = c.config();
+  const PageLayout pinned = cfg.pinned_layout(), window = cfg.layout();
+  const std::uint32_t n_pinned = c.stats().tokens_pinned;
   std::uint32_t next = 0;
   for (const KvSpan& sp : spans) {
     FUZZ_CHECK(sp.page != nullptr && sp.n > 0 && sp.kept_begin == next);
-    FUZZ_CHECK(std::uint64_t{sp.slot_begin} + sp.n <= c.config().page_tokens);
+    const PageLayout& want = sp.kept_begin < n_pinned ? pinned : window;
+    FUZZ_CHECK(sp.layout.page_tokens == want.page_tokens && sp.layout.dtype == want.dtype);
+    FUZZ_CHECK(std::uint64_t{sp.slot_begin} + sp.n <= sp.layout.page_tokens);
+    FUZZ_CHECK(sp.kept_begin >= n_pinned || sp.kept_begin + sp.n <= n_pinned);  // never straddles
     next += sp.n;
   }
   FUZZ_CHECK(next == c.n_kept());
