@@ -164,12 +164,13 @@ def cmd_prepare(a):
              "debian_manuals": debian_manuals(a.manuals)}
     deb_files = []
     for name, docs in parts.items():
-        kept = []
+        kept, size = [], 0
         for path, text in docs:
             if has_gpl3(text):
                 dropped.append(path)
-            else:
+            elif size < a.debian_bytes:  # whole documents, in name order, up to the cap
                 kept.append(normalise(text))
+                size += len(kept[-1].encode())
         deb_files.append(write(name, "\n\n".join(kept)))
         sources[-1]["documents"] = len(kept)
 
@@ -444,6 +445,9 @@ def main():
     q.add_argument("--eval-seed", type=int, default=9001, help="seed of the held-out generated text")
     q.add_argument("--eval-tokens", type=int, default=60000)
     q.add_argument("--manuals", type=int, default=400, help="section-1 manual pages rendered")
+    q.add_argument("--debian-bytes", type=int, default=1 << 62,
+                   help="cap on each Debian part's bytes (licences, copyright files, manuals), so the "
+                        "stories stay the majority of the text")
     q.set_defaults(func=cmd_prepare)
 
     t = sub.add_parser("train", help="train and write the llama2.c checkpoint")
