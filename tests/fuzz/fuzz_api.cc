@@ -236,7 +236,7 @@ void op_spans(Slot& s, FuzzedDataProvider& in) {
   // the window's.
   const StreamConfig& cfg = c.config();
   const PageLayout pinned = cfg.pinned_layout(), window = cfg.layout();
-  const std::uint32_t n_pinned = c.stats().tokens_pinned;
+  const std::uint32_t n_pinned = c.n_pinned();
   std::uint32_t next = 0;
   for (const KvSpan& sp : spans) {
     FUZZ_CHECK(sp.page != nullptr && sp.n > 0 && sp.kept_begin == next);
