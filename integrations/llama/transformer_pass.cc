@@ -71,9 +71,9 @@ void run_layers(const ModelWeights& model, ActivationBuffers& b, std::uint32_t n
     // Attention block.
     for (std::uint32_t t = 0; t < n; ++t)
       rmsnorm(row(b.xb, t, dim), row(b.x, t, dim), w.attn_norm, c.rms_eps);
-    project(w.wq, rows(b.xb, n, dim), rows(b.q, n, dim));
-    project(w.wk, rows(b.xb, n, dim), rows(b.k, n, kv_dim));
-    project(w.wv, rows(b.xb, n, dim), rows(b.v, n, kv_dim));
+    const WeightProduct qkv[] = {
+        {w.wq, rows(b.q, n, dim)}, {w.wk, rows(b.k, n, kv_dim)}, {w.wv, rows(b.v, n, kv_dim)}};
+    weight_matmuls(qkv, rows(b.xb, n, dim), n, b.matmul);
     add_bias(rows(b.q, n, dim), w.bq);
     add_bias(rows(b.k, n, kv_dim), w.bk);
     add_bias(rows(b.v, n, kv_dim), w.bv);
@@ -83,8 +83,8 @@ void run_layers(const ModelWeights& model, ActivationBuffers& b, std::uint32_t n
 
     // SwiGLU feed-forward block: w2(silu(w1 x) * w3 x).
     for (std::uint32_t t = 0; t < n; ++t) rmsnorm(row(b.xb, t, dim), row(b.x, t, dim), w.ffn_norm, c.rms_eps);
-    project(w.ffn_gate, rows(b.xb, n, dim), rows(b.hb, n, hidden));
-    project(w.ffn_up, rows(b.xb, n, dim), rows(b.hb2, n, hidden));
+    const WeightProduct gate_up[] = {{w.ffn_gate, rows(b.hb, n, hidden)}, {w.ffn_up, rows(b.hb2, n, hidden)}};
+    weight_matmuls(gate_up, rows(b.xb, n, dim), n, b.matmul);
     swiglu(rows(b.hb, n, hidden), rows(b.hb2, n, hidden));
     project(w.ffn_down, rows(b.hb, n, hidden), rows(b.xb2, n, dim));
     add_residual(rows(b.x, n, dim), rows(b.xb2, n, dim));

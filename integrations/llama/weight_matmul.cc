@@ -5,6 +5,7 @@
 #include <oneapi/tbb/parallel_for.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <string>
 
@@ -28,15 +29,15 @@ void check(const WeightMatrix& w, std::span<const float> x, std::uint32_t n, std
                           std::to_string(x.size()) + " and " + std::to_string(y.size()));
 }
 
-kernels::MatmulArgs prepare(const WeightMatrix& w, std::span<const float> x, std::uint32_t n,
-                            std::span<float> y, MatmulScratch& scratch) {
-  check(w, x, n, y);
+// The operands of one product; the quantised activations, when its type reads them, must already
+// be in `scratch`.
+kernels::MatmulArgs args_for(const WeightMatrix& w, std::span<const float> x, std::uint32_t n,
+                             std::span<float> y, MatmulScratch& scratch) {
   kernels::MatmulArgs a;
   a.w = w;
   a.n = n;
   a.y = y.data();
   if (quantizes_activations(w.type)) {
-    quantize_activations(x, n, w.cols, scratch);
     a.xq = scratch.qs();
     a.xd = scratch.scales();
     a.xs = scratch.sums();
@@ -44,6 +45,41 @@ kernels::MatmulArgs prepare(const WeightMatrix& w, std::span<const float> x, std
     a.x = x.data();
   }
   return a;
+}
+
+kernels::MatmulArgs prepare(const WeightMatrix& w, std::span<const float> x, std::uint32_t n,
+                            std::span<float> y, MatmulScratch& scratch) {
+  check(w, x, n, y);
+  if (quantizes_activations(w.type)) quantize_activations(x, n, w.cols, scratch);
+  return args_for(w, x, n, y, scratch);
+}
+
+// Rows are handed to threads in groups of this many, so that no task cuts a kernel row group
+// (8 rows on AVX512-VNNI, 4 elsewhere) in two.
+constexpr std::uint32_t kRowsPerTask = 8;
+
+// Splits `parts` (products of `per_row` multiply-adds per weight row) into tasks of whole row
+// groups over one parallel_for. parts[i] covers groups [first[i], first[i + 1]).
+template <std::size_t N>
+void run_split(const std::array<kernels::MatmulArgs, N>& parts, std::size_t count, std::uint64_t per_row) {
+  std::array<std::uint32_t, N + 1> first{};
+  for (std::size_t i = 0; i < count; ++i)
+    first[i + 1] = first[i] + (parts[i].w.rows + kRowsPerTask - 1) / kRowsPerTask;
+  // About 256K multiply-adds per task (a few tens of microseconds): cheap to steal, fine enough
+  // to balance two to a few dozen threads.
+  const std::uint64_t grain = std::max<std::uint64_t>(1, (std::uint64_t{1} << 18) / (per_row * kRowsPerTask));
+  oneapi::tbb::parallel_for(
+      oneapi::tbb::blocked_range<std::uint32_t>(0, first[count], static_cast<std::size_t>(grain)),
+      [&](const oneapi::tbb::blocked_range<std::uint32_t>& range) {
+        for (std::size_t i = 0; i < count; ++i) {
+          const std::uint32_t g0 = std::max(range.begin(), first[i]),
+                              g1 = std::min(range.end(), first[i + 1]);
+          if (g0 >= g1) continue;
+          const std::uint32_t r0 = (g0 - first[i]) * kRowsPerTask;
+          const std::uint32_t r1 = std::min(parts[i].w.rows, (g1 - first[i]) * kRowsPerTask);
+          kernels::matmul_rows_hwy(parts[i], r0, r1);
+        }
+      });
 }
 
 }  // namespace
@@ -95,21 +131,41 @@ void quantize_activations(std::span<const float> x, std::uint32_t n, std::uint32
 
 void weight_matmul(const WeightMatrix& w, std::span<const float> x, std::uint32_t n, std::span<float> y,
                    MatmulScratch& scratch) {
-  const kernels::MatmulArgs a = prepare(w, x, n, y, scratch);
-  const std::uint64_t macs = std::uint64_t{w.rows} * w.cols * n;
-  if (macs < kParallelWeightMacs) {
-    kernels::matmul_rows_hwy(a, 0, w.rows);
+  const std::array<kernels::MatmulArgs, 1> a{prepare(w, x, n, y, scratch)};
+  const std::uint64_t per_row = std::uint64_t{w.cols} * n;
+  if (per_row * w.rows < kParallelWeightMacs) {
+    kernels::matmul_rows_hwy(a[0], 0, w.rows);
     return;
   }
-  // About 256K multiply-adds per task (a few tens of microseconds): cheap to steal, fine enough
-  // to balance two to a few dozen threads. A multiple of 4 rows keeps the kernels' row groups whole.
-  const std::uint64_t per_row = std::uint64_t{w.cols} * n;
-  const std::uint64_t grain = std::max<std::uint64_t>(4, ((std::uint64_t{1} << 18) / per_row + 3) / 4 * 4);
-  oneapi::tbb::parallel_for(
-      oneapi::tbb::blocked_range<std::uint32_t>(0, w.rows, static_cast<std::size_t>(grain)),
-      [&a](const oneapi::tbb::blocked_range<std::uint32_t>& range) {
-        kernels::matmul_rows_hwy(a, range.begin(), range.end());
-      });
+  run_split(a, 1, per_row);
+}
+
+void weight_matmuls(std::span<const WeightProduct> products, std::span<const float> x, std::uint32_t n,
+                    MatmulScratch& scratch) {
+  if (products.empty() || products.size() > kMaxWeightProducts)
+    throw InvalidArgument("weight_matmuls: " + std::to_string(products.size()) + " products (1 to " +
+                          std::to_string(kMaxWeightProducts) + ")");
+  const std::uint32_t cols = products[0].w.cols;
+  bool quantized = false;
+  std::uint64_t rows = 0;
+  for (const WeightProduct& p : products) {
+    check(p.w, x, n, p.y);
+    if (p.w.cols != cols)
+      throw InvalidArgument("weight_matmuls: matrices of " + std::to_string(cols) + " and " +
+                            std::to_string(p.w.cols) + " columns cannot share activations");
+    quantized = quantized || quantizes_activations(p.w.type);
+    rows += p.w.rows;
+  }
+  if (quantized) quantize_activations(x, n, cols, scratch);
+  std::array<kernels::MatmulArgs, kMaxWeightProducts> parts;
+  for (std::size_t i = 0; i < products.size(); ++i)
+    parts[i] = args_for(products[i].w, x, n, products[i].y, scratch);
+  const std::uint64_t per_row = std::uint64_t{cols} * n;
+  if (per_row * rows < kParallelWeightMacs) {
+    for (std::size_t i = 0; i < products.size(); ++i) kernels::matmul_rows_hwy(parts[i], 0, parts[i].w.rows);
+    return;
+  }
+  run_split(parts, products.size(), per_row);
 }
 
 void weight_matmul_scalar(const WeightMatrix& w, std::span<const float> x, std::uint32_t n,

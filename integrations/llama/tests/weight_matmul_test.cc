@@ -192,6 +192,66 @@ TEST_CASE("a product split across threads equals the scalar twin") {
   }
 }
 
+// weight_matmuls must write exactly what one weight_matmul per matrix writes, serial or split
+// across threads, whatever mix of types shares the activations.
+TEST_CASE("grouped products equal one product per matrix, bit for bit") {
+  oneapi::tbb::task_arena arena(2);
+  struct Mix {
+    std::vector<GgmlType> types;
+    std::vector<std::uint32_t> rows;
+    std::uint32_t cols;
+  };
+  const Mix mixes[] = {
+      {{GgmlType::q4_0, GgmlType::q4_0, GgmlType::q4_0}, {2048, 259, 256}, 512},  // q, k, v; odd k rows
+      {{GgmlType::q4_k, GgmlType::q4_k, GgmlType::q6_k}, {640, 128, 128}, 1024},  // Q4_K_M's v
+      {{GgmlType::f32, GgmlType::q8_0}, {37, 300}, 256},                          // float beside quantized
+      {{GgmlType::f16, GgmlType::bf16, GgmlType::q8_0, GgmlType::q4_0}, {3, 5, 7, 9}, 64},  // below the split
+  };
+  for (const Mix& mix : mixes) {
+    for (std::uint32_t n : {1u, 5u}) {
+      CAPTURE(mix.cols);
+      CAPTURE(n);
+      std::vector<Matrix> ms;
+      for (std::size_t i = 0; i < mix.types.size(); ++i)
+        ms.push_back(make_matrix(mix.types[i], mix.rows[i], mix.cols, 20 + static_cast<std::uint32_t>(i)));
+      const auto x = make_activations(n, mix.cols, 30);
+      std::vector<std::vector<float>> grouped, single;
+      std::vector<WeightProduct> products;
+      for (const Matrix& m : ms) {
+        grouped.emplace_back(std::size_t{n} * m.w.rows, -1.f);
+        single.emplace_back(std::size_t{n} * m.w.rows, -2.f);
+      }
+      for (std::size_t i = 0; i < ms.size(); ++i) products.push_back({ms[i].w, grouped[i]});
+      MatmulScratch s1, s2;
+      arena.execute([&] {
+        weight_matmuls(products, x, n, s1);
+        for (std::size_t i = 0; i < ms.size(); ++i) weight_matmul(ms[i].w, x, n, single[i], s2);
+      });
+      for (std::size_t i = 0; i < ms.size(); ++i) {
+        CAPTURE(i);
+        CHECK(grouped[i] == single[i]);
+      }
+    }
+  }
+}
+
+TEST_CASE("grouped products reject what weight_matmul rejects, and matrices of different widths") {
+  const Matrix a = make_matrix(GgmlType::q8_0, 4, 64, 11), b = make_matrix(GgmlType::q8_0, 4, 96, 12);
+  const auto x = make_activations(1, 96, 13);
+  std::vector<float> ya(4, 7.f), yb(4, 7.f);
+  MatmulScratch scratch;
+  const WeightProduct widths[] = {{a.w, ya}, {b.w, yb}};
+  CHECK_THROWS_WITH_AS(weight_matmuls(widths, x, 1, scratch), doctest::Contains("columns"), InvalidArgument);
+  const WeightProduct short_y[] = {{a.w, ya}, {a.w, std::span<float>(yb).first(3)}};
+  CHECK_THROWS_AS(weight_matmuls(short_y, x, 1, scratch), InvalidArgument);
+  const WeightProduct five[] = {{a.w, ya}, {a.w, ya}, {a.w, ya}, {a.w, ya}, {a.w, ya}};
+  CHECK_THROWS_AS(weight_matmuls(five, x, 1, scratch), InvalidArgument);
+  CHECK_THROWS_AS(weight_matmuls({}, x, 1, scratch), InvalidArgument);
+  // A rejected call writes no output.
+  CHECK(ya == std::vector<float>(4, 7.f));
+  CHECK(yb == std::vector<float>(4, 7.f));
+}
+
 TEST_CASE("the activation scratch is reused without reallocation") {
   const Matrix m = make_matrix(GgmlType::q8_0, 8, 256, 3);
   const auto x = make_activations(4, 256, 4);
