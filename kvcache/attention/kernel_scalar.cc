@@ -42,7 +42,8 @@ void dequantize(const HeadBlock& b, bool is_key, std::uint32_t r, std::vector<fl
         std::memcpy(sz.data(), params, sz.size() * 2);
         quant::q4_dequantize_channels(packed, sz.data(), sz.data() + head_dim, out);
       } else {
-        quant::q4_dequantize_row(packed, {half_at(params, 2 * r), half_at(params, 2 * r + 1)}, out);
+        quant::q4_dequantize_row(
+            packed, {half_at(params, 2 * std::size_t{r}), half_at(params, 2 * std::size_t{r} + 1)}, out);
       }
       return;
     }

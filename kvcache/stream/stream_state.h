@@ -116,9 +116,11 @@ struct StreamCache::State {
     return i < pinned.size() && reindexed() ? std::int64_t{i} : meta(i).pos;
   }
   std::int64_t cache_pos(std::uint32_t i) const { return reindexed() ? std::int64_t{i} : meta(i).pos; }
-  detail::KeyStage& stage(std::uint32_t il, Region r) { return stages[2 * il + static_cast<std::size_t>(r)]; }
+  detail::KeyStage& stage(std::uint32_t il, Region r) {
+    return stages[2 * std::size_t{il} + static_cast<std::size_t>(r)];
+  }
   const detail::KeyStage& stage(std::uint32_t il, Region r) const {
-    return stages[2 * il + static_cast<std::size_t>(r)];
+    return stages[2 * std::size_t{il} + static_cast<std::size_t>(r)];
   }
 
   // Dequantised key / value of one head of one slot, as stored in the page (what attention sees).
