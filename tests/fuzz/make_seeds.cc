@@ -88,11 +88,13 @@ void token_file_seeds(const fs::path& dir) {
 void snapshot_seed(const fs::path& dir, const std::string& name, StreamConfig c, std::uint32_t n_heads,
                    int tokens) {
   const bool detect = c.policy.kind == PolicyKind::hidden_sinks;
-  if (detect) c.token_state_floats = c.n_layers * n_heads + c.n_layers;
+  std::optional<SinkDetector> det;
+  if (detect) {
+    det.emplace(c.n_layers, n_heads);
+    c.token_state_floats = det->state_floats();
+  }
   auto pool = std::make_shared<PagePool>(PagePoolOptions{c.layout().page_bytes(), std::size_t{1} << 20});
   StreamCache cache(pool, c);
-  std::optional<SinkDetector> det;
-  if (detect) det.emplace(c.n_layers, n_heads);
   std::vector<float> k(std::size_t{c.n_kv_heads} * c.head_dim), v(k.size()),
       q(std::size_t{n_heads} * c.head_dim), out(q.size()), mass;
   for (int t = 0; t < tokens; ++t) {
@@ -158,7 +160,7 @@ void snapshot_seeds(const fs::path& dir) {
   c.pinned_dtype = DType::f16;
   c.rope.style = RopeStyle::adjacent_pairs;
   c.policy = PolicyConfig::heavy_hitters(2, 9);
-  snapshot_seed(dir, "h2o_q4_f16_pinned.snap", c, 1, 14);
+  snapshot_seed(dir, "h2o_q4_f16_pinned.snap", c, 2, 14);
 
   c.dtype = DType::q8;
   c.pinned_dtype.reset();
