@@ -60,18 +60,17 @@ constexpr std::uint32_t kRowsPerTask = 8;
 
 // Splits `parts` (products of `per_row` multiply-adds per weight row) into tasks of whole row
 // groups over one parallel_for. parts[i] covers groups [first[i], first[i + 1]).
-template <std::size_t N>
-void run_split(const std::array<kernels::MatmulArgs, N>& parts, std::size_t count, std::uint64_t per_row) {
-  std::array<std::uint32_t, N + 1> first{};
-  for (std::size_t i = 0; i < count; ++i)
+void run_split(std::span<const kernels::MatmulArgs> parts, std::uint64_t per_row) {
+  std::array<std::uint32_t, kMaxWeightProducts + 1> first{};
+  for (std::size_t i = 0; i < parts.size(); ++i)
     first[i + 1] = first[i] + (parts[i].w.rows + kRowsPerTask - 1) / kRowsPerTask;
   // About 256K multiply-adds per task (a few tens of microseconds): cheap to steal, fine enough
   // to balance two to a few dozen threads.
   const std::uint64_t grain = std::max<std::uint64_t>(1, (std::uint64_t{1} << 18) / (per_row * kRowsPerTask));
   oneapi::tbb::parallel_for(
-      oneapi::tbb::blocked_range<std::uint32_t>(0, first[count], static_cast<std::size_t>(grain)),
+      oneapi::tbb::blocked_range<std::uint32_t>(0, first[parts.size()], static_cast<std::size_t>(grain)),
       [&](const oneapi::tbb::blocked_range<std::uint32_t>& range) {
-        for (std::size_t i = 0; i < count; ++i) {
+        for (std::size_t i = 0; i < parts.size(); ++i) {
           const std::uint32_t g0 = std::max(range.begin(), first[i]),
                               g1 = std::min(range.end(), first[i + 1]);
           if (g0 >= g1) continue;
@@ -131,13 +130,8 @@ void quantize_activations(std::span<const float> x, std::uint32_t n, std::uint32
 
 void weight_matmul(const WeightMatrix& w, std::span<const float> x, std::uint32_t n, std::span<float> y,
                    MatmulScratch& scratch) {
-  const std::array<kernels::MatmulArgs, 1> a{prepare(w, x, n, y, scratch)};
-  const std::uint64_t per_row = std::uint64_t{w.cols} * n;
-  if (per_row * w.rows < kParallelWeightMacs) {
-    kernels::matmul_rows_hwy(a[0], 0, w.rows);
-    return;
-  }
-  run_split(a, 1, per_row);
+  const WeightProduct one[] = {{w, y}};
+  weight_matmuls(one, x, n, scratch);
 }
 
 void weight_matmuls(std::span<const WeightProduct> products, std::span<const float> x, std::uint32_t n,
@@ -157,15 +151,16 @@ void weight_matmuls(std::span<const WeightProduct> products, std::span<const flo
     rows += p.w.rows;
   }
   if (quantized) quantize_activations(x, n, cols, scratch);
-  std::array<kernels::MatmulArgs, kMaxWeightProducts> parts;
-  for (std::size_t i = 0; i < products.size(); ++i)
+  std::array<kernels::MatmulArgs, kMaxWeightProducts> storage;
+  const std::span<kernels::MatmulArgs> parts = std::span(storage).first(products.size());
+  for (std::size_t i = 0; i < parts.size(); ++i)
     parts[i] = args_for(products[i].w, x, n, products[i].y, scratch);
   const std::uint64_t per_row = std::uint64_t{cols} * n;
   if (per_row * rows < kParallelWeightMacs) {
-    for (std::size_t i = 0; i < products.size(); ++i) kernels::matmul_rows_hwy(parts[i], 0, parts[i].w.rows);
+    for (const kernels::MatmulArgs& a : parts) kernels::matmul_rows_hwy(a, 0, a.w.rows);
     return;
   }
-  run_split(parts, products.size(), per_row);
+  run_split(parts, per_row);
 }
 
 void weight_matmul_scalar(const WeightMatrix& w, std::span<const float> x, std::uint32_t n,
