@@ -6,6 +6,7 @@
 #include <string>
 
 #include "bench.h"
+#include "compare.h"
 #include "generate.h"
 #include "inspect.h"
 #include "kvcache/error.h"
@@ -51,6 +52,8 @@ int main(int argc, char** argv) {
   CLI::App* serve_cmd = kvstream::add_serve_command(app, serve);
   kvstream::BenchOptions bench;
   CLI::App* bench_cmd = kvstream::add_bench_command(app, bench);
+  kvstream::CompareOptions compare;
+  CLI::App* compare_cmd = kvstream::add_compare_command(app, compare);
 
   try {
     app.parse(argc, argv);
@@ -74,6 +77,7 @@ int main(int argc, char** argv) {
       return run_in_arena(inspect.common, [&] { return kvstream::run_inspect(inspect); });
     if (tokenize_cmd->parsed()) return kvstream::run_tokenize(tokenize);
     if (serve_cmd->parsed()) return kvstream::run_serve(serve);
+    if (compare_cmd->parsed()) return kvstream::run_compare(compare);
     if (bench_cmd->parsed()) return run_in_arena(bench.common, [&] { return kvstream::run_bench(bench); });
     return 2;
   } catch (const kvcache::PoolExhausted& e) {

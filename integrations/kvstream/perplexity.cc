@@ -11,6 +11,7 @@
 #include "llama/model.h"
 #include "scoring.h"
 #include "text_output.h"
+#include "token_nll_file.h"
 
 namespace kvstream {
 
@@ -29,6 +30,9 @@ CLI::App* add_ppl_command(CLI::App& app, PplOptions& o) {
   cmd->add_option("--segment", o.segment, "scored tokens per reported segment")
       ->check(CLI::Range(1u, 1u << 30))
       ->capture_default_str();
+  cmd->add_option("--nll-out", o.nll_out,
+                  "also write every scored token's negative log-likelihood to this CSV (position,token,nll), "
+                  "the input of `kvstream compare`");
   cmd->add_flag("--json", o.json, "print one JSON object on stdout instead of the human report");
   return cmd;
 }
@@ -96,9 +100,10 @@ int run_ppl(const PplOptions& o) {
       draw_progress(done, n_scored, nll_sum, std::chrono::duration<double>(last_draw - start).count());
     };
   }
-  const StreamScore r = score_stream(dec, tokens, o.segment, draw);
+  const StreamScore r = score_stream(dec, tokens, o.segment, draw, !o.nll_out.empty());
   if (progress) std::fprintf(stderr, "\r%s\r", std::string(80, ' ').c_str());
   if (r.scored == 0) throw kvcache::Error("interrupted before any token was scored");
+  if (!o.nll_out.empty()) write_token_nll_csv(o.nll_out, tokens, r.token_nll);
   const std::uint64_t scored = r.scored;
   const std::vector<Segment>& segments = r.segments;
   const double secs = r.seconds;
@@ -122,6 +127,7 @@ int run_ppl(const PplOptions& o) {
     j["seconds"] = secs;
     j["tokens_per_second"] = tps;
     j["segment_tokens"] = o.segment;
+    if (!o.nll_out.empty()) j["nll_out"] = o.nll_out;
     nlohmann::json segs = nlohmann::json::array();
     for (const Segment& s : segments) segs.push_back({{"begin", s.begin}, {"end", s.end}, {"ppl", s.ppl()}});
     j["segments"] = std::move(segs);

@@ -15,6 +15,7 @@ struct PplOptions {
   TokenInput input;              ///< --text / --tokens / --max-tokens
   std::uint32_t segment = 1024;  ///< scored tokens per reported segment
   bool json = false;             ///< one JSON object on stdout instead of the human report
+  std::string nll_out;           ///< --nll-out: per-token score file (token_nll_file.h); empty = none
 };
 
 /// Adds the `ppl` subcommand to `app`; it fills `opts` when parsed.

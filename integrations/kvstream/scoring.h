@@ -26,8 +26,9 @@ struct StreamScore {
   std::uint64_t scorable = 0;  ///< tokens.size() - 1
   double nll_sum = 0;          ///< natural log, summed in double in token order
   std::vector<Segment> segments;
-  double seconds = 0;          ///< wall time of the loop (decoding and scoring)
-  kvcache::StreamStats stats;  ///< the cache's statistics at the end (kv_bytes_peak etc.)
+  std::vector<double> token_nll;  ///< per scored token, in order; filled only when asked for
+  double seconds = 0;             ///< wall time of the loop (decoding and scoring)
+  kvcache::StreamStats stats;     ///< the cache's statistics at the end (kv_bytes_peak etc.)
 
   bool complete() const { return scored == scorable; }
   double nll_mean() const;
@@ -41,8 +42,10 @@ using ScoreProgress = std::function<void(std::uint64_t scored, double nll_sum)>;
 
 /// Feeds tokens[0 .. n-2] one at a time through `dec` (a fresh decoder); the logits after token
 /// t score token t + 1. Stops early when kvstream::interrupted() becomes true. `segment_tokens`
-/// (>= 1) scored tokens form one segment. Throws what Decoder::step throws.
+/// (>= 1) scored tokens form one segment; `keep_token_nll` keeps every token's NLL (8 bytes per
+/// token) for a per-token score file. Throws what Decoder::step throws.
 StreamScore score_stream(kvcache::llama::Decoder& dec, std::span<const std::int32_t> tokens,
-                         std::uint32_t segment_tokens, const ScoreProgress& progress = {});
+                         std::uint32_t segment_tokens, const ScoreProgress& progress = {},
+                         bool keep_token_nll = false);
 
 }  // namespace kvstream

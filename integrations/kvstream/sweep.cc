@@ -20,6 +20,7 @@
 #include "plot_script.h"
 #include "scoring.h"
 #include "text_output.h"
+#include "token_nll_file.h"
 
 namespace kvstream {
 
@@ -72,6 +73,9 @@ CLI::App* add_sweep_command(CLI::App& app, SweepOptions& o) {
                   "Python interpreter for the plot (default: python3 from PATH, then /usr/bin/python3, the "
                   "first with matplotlib)");
   cmd->add_flag("--no-plot", o.no_plot, "write sweep.csv and sweep.json only");
+  cmd->add_flag("--per-token", o.per_token,
+                "also write every point's per-token scores to DIR/nll/POLICY[-bBUDGET]-DTYPE.csv (as `ppl "
+                "--nll-out`), so any two points can be set against each other with `kvstream compare`");
   return cmd;
 }
 
@@ -86,6 +90,10 @@ struct Point {
   std::string name() const {
     return (opts.policy == "full" ? opts.policy : fmt::format("{} budget {}", opts.policy, opts.budget)) +
            " " + opts.kv_dtype;
+  }
+  std::string nll_file() const {
+    return (opts.policy == "full" ? opts.policy : fmt::format("{}-b{}", opts.policy, opts.budget)) + "-" +
+           opts.kv_dtype + ".csv";
   }
 };
 
@@ -168,7 +176,7 @@ class SweepProgress {
 // Runs every point, `jobs` at a time in an arena of `threads` (>= jobs) threads, longest first (so
 // the full policy's quadratic run does not start last and leave the other threads idle at the end).
 void run_grid(std::vector<Point>& grid, std::span<const std::int32_t> tokens, std::uint32_t segment,
-              unsigned jobs, int threads, SweepProgress* progress) {
+              bool per_token, unsigned jobs, int threads, SweepProgress* progress) {
   std::vector<std::size_t> order(grid.size());
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return grid[a].cost > grid[b].cost; });
@@ -188,7 +196,7 @@ void run_grid(std::vector<Point>& grid, std::span<const std::int32_t> tokens, st
         }
       };
     }
-    pt.score = score_stream(*pt.decoder, tokens, segment, report);
+    pt.score = score_stream(*pt.decoder, tokens, segment, report, per_token);
     pt.decoder.reset();  // frees the point's page pool now, not at the end of the sweep
     if (progress != nullptr) {
       progress->add_tokens(pt.score.scored - reported);
@@ -297,6 +305,10 @@ int run_sweep(const SweepOptions& o) {
   std::error_code ec;
   std::filesystem::create_directories(out, ec);
   if (ec) throw kvcache::Error(fmt::format("cannot create --out {}: {}", o.out_dir, ec.message()));
+  if (o.per_token) {
+    std::filesystem::create_directories(out / "nll", ec);
+    if (ec) throw kvcache::Error(fmt::format("cannot create {}: {}", (out / "nll").string(), ec.message()));
+  }
 
   // Each running point needs a thread of its own; spare threads help the points' products. Without
   // --threads the arena has every core, or --jobs threads when more jobs than cores are asked.
@@ -312,7 +324,7 @@ int run_sweep(const SweepOptions& o) {
   if (stderr_is_tty())
     progress = std::make_unique<SweepProgress>(grid.size(), grid.size() * (tokens.size() - 1));
   const auto start = Clock::now();
-  run_grid(grid, tokens, o.segment, jobs, threads, progress.get());
+  run_grid(grid, tokens, o.segment, o.per_token, jobs, threads, progress.get());
   const double wall = std::chrono::duration<double>(Clock::now() - start).count();
   if (progress) progress->clear();
   const bool complete =
@@ -344,6 +356,10 @@ int run_sweep(const SweepOptions& o) {
       segs.push_back({{"begin", s.begin}, {"end", s.end}, {"ppl", s.ppl()}});
     }
     p["segments"] = std::move(segs);
+    if (o.per_token && pt.score.scored > 0) {
+      write_token_nll_csv(out / "nll" / pt.nll_file(), tokens, pt.score.token_nll);
+      p["nll_file"] = "nll/" + pt.nll_file();
+    }
     j["points"].push_back(std::move(p));
   }
   write_file(out / "sweep.csv", csv);

@@ -23,6 +23,7 @@ struct SweepOptions {
   std::string plot_script;             ///< --plot-script; empty = scripts/plot_sweep.py in the source tree
   std::string python;                  ///< --python; empty = python3, then /usr/bin/python3
   bool no_plot = false;
+  bool per_token = false;  ///< --per-token: DIR/nll/<point>.csv for `kvstream compare`
 };
 
 /// Adds the `sweep` subcommand to `app`; it fills `opts` when parsed.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""CLI tests of `kvstream sweep`, `inspect`, `bench` and GGUF models (registered with CTest; stdlib only).
+"""CLI tests of `kvstream sweep`, `inspect`, `bench`, `compare` and GGUF models (registered with CTest; stdlib only).
 
-Usage: cli_test.py {sweep|inspect|gguf|bench} --kvstream BIN --model M --tokenizer T --text F [--gguf G]
+Usage: cli_test.py {sweep|inspect|gguf|bench|compare} --kvstream BIN --model M --tokenizer T --text F [--gguf G]
 Each test runs the binary into a temporary directory and checks what it wrote. A PNG is required
 only when an interpreter kvstream would use (python3, /usr/bin/python3) can import matplotlib;
 otherwise the test checks the warning instead and says that the PNG check was skipped.
@@ -238,9 +238,60 @@ def test_bench(a, tmp):
     check(one == two and len(one) > 100, f"greedy text differs between 1 and 2 threads:\n{one!r}\n{two!r}")
 
 
+def test_compare(a, tmp):
+    """Per-token scores from `ppl --nll-out` and `sweep --per-token` agree with each other and with the
+    reported perplexity; `compare` of a run with itself is exactly 0; mismatched files are refused."""
+    model = ["--model", a.model, "--tokenizer", a.tokenizer]
+    n = "300"
+    files = {}
+    for name, flags in (("sinks", ["--policy", "sinks", "--budget", "48"]),
+                        ("window", ["--policy", "window", "--budget", "48"])):
+        files[name] = os.path.join(tmp, f"{name}.csv")
+        j = json.loads(run([a.kvstream, "ppl", *model, "--text", a.text, "--max-tokens", n, *flags,
+                            "--nll-out", files[name], "--json"]).stdout)
+        with open(files[name], newline="") as f:
+            rows = list(csv.DictReader(f))
+        check(len(rows) == int(n) - 1 and j["nll_out"] == files[name], f"{name}: {len(rows)} rows")
+        check([int(r["position"]) for r in rows] == list(range(1, int(n))), "positions do not run 1..n-1")
+        mean = math.fsum(float(r["nll"]) for r in rows) / len(rows)
+        check(math.isclose(mean, j["nll_mean"], rel_tol=1e-12), f"{name}: mean nll {mean} != {j['nll_mean']}")
+
+    out = os.path.join(tmp, "sweep")
+    sw = run([a.kvstream, "sweep", *model, "--text", a.text, "--max-tokens", n, "--policies", "sinks",
+              "--budgets", "48", "--per-token", "--no-plot", "--out", out])
+    with open(os.path.join(out, "sweep.json")) as f:
+        point = json.load(f)["points"][0]
+    check(point["nll_file"] == "nll/sinks-b48-f32.csv", f"nll_file {point.get('nll_file')}: {sw.stdout}")
+    with open(os.path.join(out, point["nll_file"]), "rb") as f, open(files["sinks"], "rb") as g:
+        check(f.read() == g.read(), "sweep --per-token and ppl --nll-out differ for the same flags")
+
+    same = json.loads(run([a.kvstream, "compare", files["sinks"], os.path.join(out, point["nll_file"]),
+                           "--json"]).stdout)
+    check(same["log_ratio"] == 0 and same["ci_low"] == 0 and same["ci_high"] == 0 and
+          same["verdict"] == "not distinguishable", f"self-comparison: {same}")
+    j = json.loads(run([a.kvstream, "compare", files["sinks"], files["window"], "--json", "--resamples", "500",
+                        "--block", "32"]).stdout)
+    check(j["tokens"] == int(n) - 1 and j["block"] == 32 and j["resamples"] == 500, f"options: {j}")
+    check(math.isclose(j["ratio"], j["ppl_b"] / j["ppl_a"], rel_tol=1e-9), f"ratio: {j}")
+    check(j["ci_low"] <= j["log_ratio"] <= j["ci_high"], f"interval does not contain the estimate: {j}")
+    p = run([a.kvstream, "compare", files["sinks"], files["window"]])
+    check("B/A" in p.stdout and "interval" in p.stdout and "block bootstrap" in p.stdout, f"human: {p.stdout}")
+
+    short = os.path.join(tmp, "short.csv")
+    run([a.kvstream, "ppl", *model, "--text", a.text, "--max-tokens", "100", "--policy", "sinks", "--budget",
+         "48", "--nll-out", short])
+    p = run([a.kvstream, "compare", files["sinks"], short], expect=1)
+    check(p.stderr.count("\n") == 1 and "same tokens" in p.stderr, f"length mismatch: {p.stderr!r}")
+    bad = os.path.join(tmp, "bad.csv")
+    with open(bad, "w") as f:
+        f.write("position,token,nll\n1,5,0.5\n3,6,0.5\n")
+    p = run([a.kvstream, "compare", files["sinks"], bad], expect=1)
+    check(p.stderr.count("\n") == 1 and f"{bad}:3: position 3 where 2" in p.stderr, f"bad file: {p.stderr!r}")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("test", choices=("sweep", "inspect", "gguf", "bench"))
+    ap.add_argument("test", choices=("sweep", "inspect", "gguf", "bench", "compare"))
     ap.add_argument("--kvstream", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--tokenizer", required=True)
@@ -248,7 +299,8 @@ def main():
     ap.add_argument("--gguf", help="the model as a GGUF file (test gguf)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix=f"kvstream-{a.test}-") as tmp:
-        {"sweep": test_sweep, "inspect": test_inspect, "gguf": test_gguf, "bench": test_bench}[a.test](a, tmp)
+        {"sweep": test_sweep, "inspect": test_inspect, "gguf": test_gguf, "bench": test_bench,
+         "compare": test_compare}[a.test](a, tmp)
     print(f"PASS: kvstream {a.test}")
 
 
