@@ -216,7 +216,7 @@ def build_model(torch, cfg):
             self.w2 = nn.Linear(cfg["hidden_dim"], d, bias=False)
             self.w3 = nn.Linear(d, cfg["hidden_dim"], bias=False)
 
-        def forward(self, x, cos, sin, mask):
+        def forward(self, x, cos, sin, mask, need_attn):
             b, t, d = x.shape
             nh, nkv = cfg["n_heads"], cfg["n_kv_heads"]
             hd = d // nh
@@ -226,16 +226,23 @@ def build_model(torch, cfg):
             v = self.wv(h).view(b, t, nkv, hd).transpose(1, 2)
             k = k.repeat_interleave(nh // nkv, dim=1)
             v = v.repeat_interleave(nh // nkv, dim=1)
-            # Explicit masked softmax: Debian's torch 1.13 has no scaled_dot_product_attention.
-            # baddbmm adds the causal mask and applies the 1/sqrt(hd) scale inside the product, so
-            # the (t x t) scores are written once instead of three times.
-            s = torch.baddbmm(mask[:t, :t], q.reshape(b * nh, t, hd), k.reshape(b * nh, t, hd).transpose(1, 2),
-                              alpha=1.0 / math.sqrt(hd))
-            attn = s.float().softmax(-1).view(b, nh, t, t)
-            o = attn.to(v.dtype) @ v
+            attn = None
+            if not need_attn and hasattr(F, "scaled_dot_product_attention"):
+                # torch >= 2.0 (GPU machines): fused attention, the (t x t) scores never stored.
+                o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:
+                # Explicit masked softmax: Debian's torch 1.13 has no scaled_dot_product_attention,
+                # and the sink probe needs the probabilities. baddbmm adds the causal mask and
+                # applies the 1/sqrt(hd) scale inside the product, so the (t x t) scores are written
+                # once instead of three times.
+                s = torch.baddbmm(mask[:t, :t], q.reshape(b * nh, t, hd), k.reshape(b * nh, t, hd).transpose(1, 2),
+                                  alpha=1.0 / math.sqrt(hd))
+                attn = s.float().softmax(-1).view(b, nh, t, t)
+                o = attn.to(v.dtype) @ v
+                attn = attn.detach()
             x = x + self.wo(o.transpose(1, 2).reshape(b, t, d))
             h = self.ffn_norm(x)
-            return x + self.w2(F.silu(self.w1(h)) * self.w3(h)), attn.detach()
+            return x + self.w2(F.silu(self.w1(h)) * self.w3(h)), attn
 
     class Llama(nn.Module):
         def __init__(self):
@@ -256,12 +263,12 @@ def build_model(torch, cfg):
                     std = 0.02 / math.sqrt(2 * cfg["n_layers"]) if name.endswith(("wo.weight", "w2.weight")) else 0.02
                     torch.nn.init.normal_(p, 0.0, std)
 
-        def forward(self, tokens):
+        def forward(self, tokens, need_attn=False):
             t = tokens.shape[1]
             x = self.emb(tokens)
             attns = []
             for layer in self.layers:
-                x, a = layer(x, self.cos[:t], self.sin[:t], self.mask)
+                x, a = layer(x, self.cos[:t], self.sin[:t], self.mask, need_attn)
                 attns.append(a)
             logits = self.norm(x) @ self.emb.weight.t()  # tied classifier
             return logits, attns
@@ -331,7 +338,11 @@ def cmd_train(a):
         log(f"resumed at step {step}")
     elif os.path.exists(log_path):
         os.remove(log_path)
-    log(f"{n_params} parameters, {len(data_t)} training tokens, {a.steps} steps of {a.batch} x {a.seq_len}")
+    if a.steps == 0 and a.max_seconds <= 0:
+        sys.exit("--steps 0 needs --max-seconds: the learning-rate schedule runs over that time")
+    log(f"{n_params} parameters, {len(data_t)} training tokens, "
+        f"{a.steps or 'time-limited'} steps of {a.batch} x {a.seq_len}"
+        + (f", at most {a.max_seconds:.0f} s" if a.max_seconds > 0 else ""))
 
     # Every window is BOS followed by seq_len - 1 consecutive tokens from a random offset, so the
     # first position always holds BOS (token 1) whatever the text.
@@ -345,7 +356,10 @@ def cmd_train(a):
     def lr_at(s):
         if s < a.warmup:
             return a.lr * (s + 1) / a.warmup
-        frac = (s - a.warmup) / max(1, a.steps - a.warmup)
+        if a.steps == 0:  # the cosine runs over the wall-time budget instead of a step count
+            frac = min(1.0, (elapsed0 + time.time() - t0) / a.max_seconds)
+        else:
+            frac = (s - a.warmup) / max(1, a.steps - a.warmup)
         return a.lr * (a.min_lr_frac + (1 - a.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
 
     def save(final=False):
@@ -362,16 +376,24 @@ def cmd_train(a):
             return None
         model.eval()
         with torch.no_grad():
-            _, attns = model(probe)
+            _, attns = model(probe, need_attn=True)
         model.train()
         return [[round(float(x), 4) for x in at[0, :, 1:, 0].mean(-1)] for at in attns]
 
     t0 = time.time()
     model.train()
     loss_acc, n_acc = 0.0, 0
-    while step < a.steps:
+
+    def done():
+        if a.max_seconds > 0 and elapsed0 + time.time() - t0 >= a.max_seconds:
+            return True
+        return a.steps > 0 and step >= a.steps
+
+    last = done()
+    while not last:
+        lr = lr_at(step)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = lr
         offs = torch.randint(0, len(data_t) - span, (a.batch,), generator=gen)
         idx = offs[:, None] + torch.arange(span)[None, :]
         chunk = data_t[idx]
@@ -387,17 +409,18 @@ def cmd_train(a):
         step += 1
         loss_acc += float(loss)
         n_acc += 1
-        if step % a.log_every == 0 or step == a.steps:
-            rec = {"step": step, "loss": loss_acc / n_acc, "lr": lr_at(step - 1),
+        last = done()
+        if step % a.log_every == 0 or last:
+            rec = {"step": step, "loss": loss_acc / n_acc, "lr": lr,
                    "tokens": step * a.batch * a.seq_len, "elapsed": round(elapsed0 + time.time() - t0, 1)}
-            if step % (a.log_every * 10) == 0 or step == a.steps:
+            if step % (a.log_every * 10) == 0 or last:
                 rec["sink"] = sink_probe()
             with open(log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             log(f"step {step} loss {rec['loss']:.4f} lr {rec['lr']:.2e} {rec['elapsed']:.0f}s"
                 + (f" token0 {[round(sum(h) / len(h), 3) for h in rec['sink']]}" if rec.get("sink") else ""))
             loss_acc, n_acc = 0.0, 0
-        if step % a.save_every == 0 and step < a.steps:
+        if step % a.save_every == 0 and not last:
             save()
     save(final=True)
 
@@ -472,7 +495,10 @@ def main():
     t.add_argument("--vocab-size", type=int, default=512)
     t.add_argument("--seq-len", type=int, default=256)
     t.add_argument("--batch", type=int, default=16)
-    t.add_argument("--steps", type=int, default=3000)
+    t.add_argument("--steps", type=int, default=3000,
+                   help="optimiser steps; 0 = until --max-seconds, with the cosine over that wall time")
+    t.add_argument("--max-seconds", type=float, default=0,
+                   help="stop (and write the final checkpoint) after this much training wall time; 0 = no limit")
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--min-lr-frac", type=float, default=0.1)
     t.add_argument("--warmup", type=int, default=100)
