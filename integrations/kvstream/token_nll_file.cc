@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "kvcache/error.h"
+#include "llama/binary_io.h"
 
 namespace kvstream {
 namespace {
@@ -36,25 +37,8 @@ void write_token_nll_csv(const std::filesystem::path& path, std::span<const std:
   text += '\n';
   for (std::size_t i = 0; i < nll.size(); ++i)
     fmt::format_to(std::back_inserter(text), "{},{},{}\n", i + 1, input[i + 1], nll[i]);
-  std::filesystem::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (f) f.write(text.data(), static_cast<std::streamsize>(text.size()));
-    if (!f || !f.flush()) {
-      const std::string why = std::strerror(errno);
-      std::error_code ignored;
-      std::filesystem::remove(tmp, ignored);
-      throw kvcache::Error(fmt::format("{}: cannot write: {}", path.string(), why));
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::error_code ignored;
-    std::filesystem::remove(tmp, ignored);
-    throw kvcache::Error(fmt::format("{}: cannot rename into place: {}", path.string(), ec.message()));
-  }
+  kvcache::llama::write_file_atomically(path, std::as_bytes(std::span(text.data(), text.size())),
+                                        "per-token score file");
 }
 
 TokenNll read_token_nll_csv(const std::filesystem::path& path) {

@@ -1,5 +1,6 @@
 #include "llama/binary_io.h"
 
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <system_error>
@@ -24,6 +25,29 @@ std::uint64_t regular_file_size(const std::filesystem::path& path, std::string_v
   const std::uintmax_t size = std::filesystem::file_size(path, ec);
   if (ec) throw Error(file_label(what, path) + ": cannot read its size: " + ec.message());
   return size;
+}
+
+void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes,
+                           std::string_view what) {
+  std::filesystem::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (f) f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    if (!f || !f.flush()) {
+      const std::string why = std::strerror(errno);
+      std::error_code ignored;
+      std::filesystem::remove(tmp, ignored);
+      throw Error(file_label(what, path) + ": cannot write: " + why);
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::error_code ignored;
+    std::filesystem::remove(tmp, ignored);
+    throw Error(file_label(what, path) + ": cannot rename into place: " + ec.message());
+  }
 }
 
 std::vector<std::byte> read_file_bytes(const std::filesystem::path& path, std::string_view what) {

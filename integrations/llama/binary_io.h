@@ -25,6 +25,12 @@ std::uint64_t regular_file_size(const std::filesystem::path& path, std::string_v
 /// `what` and the path when it cannot be opened or read completely.
 std::vector<std::byte> read_file_bytes(const std::filesystem::path& path, std::string_view what);
 
+/// Writes `bytes` to a temporary file beside `path` and renames it over `path`, so a reader sees the
+/// old file or the whole new one and a failure leaves no partial file. Throws kvcache::Error
+/// "<what> '<path>': cannot write: ..." (or "cannot rename into place: ...").
+void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes,
+                           std::string_view what);
+
 /// Sequential reader over a byte buffer it does not own. Each read names the field it reads, so a
 /// short buffer yields "<what> '<file>': truncated: field '<field>' needs N bytes at offset O, but
 /// the file has M bytes". Not thread safe (it has a cursor); cheap to construct.

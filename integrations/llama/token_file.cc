@@ -1,10 +1,6 @@
 #include "llama/token_file.h"
 
-#include <cerrno>
-#include <cstring>
-#include <fstream>
 #include <string>
-#include <system_error>
 
 #include "kvcache/error.h"
 #include "llama/binary_io.h"
@@ -47,25 +43,7 @@ void write_token_file(const std::filesystem::path& path, std::span<const std::in
     bytes[2 * i] = static_cast<unsigned char>(id & 0xFFu);
     bytes[2 * i + 1] = static_cast<unsigned char>(id >> 8);
   }
-  std::filesystem::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (f) f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    if (!f || !f.flush()) {
-      const std::string why = std::strerror(errno);
-      std::error_code ignored;
-      std::filesystem::remove(tmp, ignored);
-      throw Error("token file '" + path.string() + "': cannot write: " + why);
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::error_code ignored;
-    std::filesystem::remove(tmp, ignored);
-    throw Error("token file '" + path.string() + "': cannot rename into place: " + ec.message());
-  }
+  write_file_atomically(path, std::as_bytes(std::span(bytes)), "token file");
 }
 
 }  // namespace kvcache::llama
