@@ -41,6 +41,11 @@ CLI::App* add_inspect_command(CLI::App& app, InspectOptions& o) {
                   "always draw many times the uniform share (local attention), which is not a sink; the "
                   "hidden-sinks policy likewise judges a token only when it leaves the window")
       ->capture_default_str();
+  cmd->add_option("--sink-epsilon", o.sink_epsilon,
+                  "threshold of Gu et al.'s sink metric (ICLR 2025): the share of heads whose mean attention "
+                  "on token 0, over the queries after it, exceeds it; reported per layer")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   cmd->add_option("--plot-script", o.plot_script,
                   "matplotlib script drawing the PNGs from inspect.json (default: scripts/plot_inspect.py "
                   "in the source tree kvstream was built from)");
@@ -152,6 +157,46 @@ SinkScan find_sinks(kvcache::llama::Decoder& dec, const Recording& r, std::uint3
   std::sort(sinks.begin(), sinks.end(),
             [](const Sink& a, const Sink& b) { return a.token.meta.pos < b.token.meta.pos; });
   return scan;
+}
+
+// Gu et al.'s sink metric on token 0: per (layer, head), the mean attention token 0 receives over
+// the queries after it that still see it (query 0 attends only to itself and is left out), and
+// per layer how many heads exceed epsilon.
+nlohmann::json token0_report(const Recording& r, double epsilon) {
+  nlohmann::json layers = nlohmann::json::array();
+  std::uint32_t above_total = 0;
+  std::uint32_t queries = 0;
+  for (std::uint32_t q = 1; q < r.n_tokens; ++q)
+    queries += std::isnan(r.attention[std::size_t{q} * r.n_tokens]) ? 0 : 1;
+  for (std::uint32_t l = 0; l < r.n_layers; ++l) {
+    nlohmann::json mean = nlohmann::json::array();
+    std::uint32_t above = 0;
+    for (std::uint32_t h = 0; h < r.n_heads; ++h) {
+      double sum = 0;
+      std::uint32_t n = 0;
+      for (std::uint32_t q = 1; q < r.n_tokens; ++q) {
+        const float p = r.attention[((std::size_t{l} * r.n_heads + h) * r.n_tokens + q) * r.n_tokens];
+        if (std::isnan(p)) continue;
+        sum += p;
+        ++n;
+      }
+      const double m = n ? sum / n : 0.0;
+      above += m > epsilon ? 1 : 0;
+      mean.push_back(m);
+    }
+    above_total += above;
+    layers.push_back({{"layer", l}, {"mean_attention", std::move(mean)}, {"heads_above", above}});
+  }
+  // What token 0 gets from a query that spreads its attention evenly over the keys it sees.
+  double uniform = 0;
+  for (std::uint32_t q = 1; q < r.n_tokens; ++q) uniform += 1.0 / (q + 1);
+  uniform /= std::max(1u, r.n_tokens - 1);
+  return {{"epsilon", epsilon},
+          {"queries", queries},
+          {"uniform_share", uniform},
+          {"layers", std::move(layers)},
+          {"heads_above", above_total},
+          {"share_above", static_cast<double>(above_total) / (r.n_layers * r.n_heads)}};
 }
 
 std::string piece_of(const kvcache::llama::TextTokenizer& tok, std::int32_t token) {
@@ -299,6 +344,7 @@ int run_inspect(const InspectOptions& o) {
       rep["per_head"].push_back({{"layer", l}, {"head", h}, {"initial", initial}, {"hidden", hidden}});
     }
   }
+  rep["token0"] = token0_report(r, o.sink_epsilon);
   write_json(out / "sinks.json", rep);
 
   std::printf("inspect: %u tokens of %s, %u layers x %u heads\n", r.n_tokens, o.input.source().c_str(),
@@ -328,6 +374,17 @@ int run_inspect(const InspectOptions& o) {
                 t["mean_share"].get<double>(), t["max_share"].get<double>());
   }
   std::printf("\n");
+  const nlohmann::json& t0 = rep["token0"];
+  std::printf(
+      "token 0: mean attention per head over the %u queries after it (uniform share %.3f); Gu et al.'s "
+      "sink metric: heads above %.2f, %u of %u (%.0f%%)\n",
+      t0["queries"].get<unsigned>(), t0["uniform_share"].get<double>(), o.sink_epsilon,
+      t0["heads_above"].get<unsigned>(), pairs, 100 * t0["share_above"].get<double>());
+  for (const auto& layer : t0["layers"]) {
+    std::printf("  layer %2u:", layer["layer"].get<unsigned>());
+    for (const auto& v : layer["mean_attention"]) std::printf(" %.3f", v.get<double>());
+    std::printf("   %u/%u above\n", layer["heads_above"].get<unsigned>(), r.n_heads);
+  }
   std::printf("wrote %s, %s and %u attention_layer*.f32 files in %s\n", (out / "sinks.json").c_str(),
               (out / "inspect.json").c_str(), r.n_layers, out.c_str());
   std::fflush(stdout);

@@ -22,6 +22,9 @@ struct InspectOptions {
   /// always draw many times the uniform share (local attention), which is not a sink. The
   /// hidden-sinks policy likewise judges tokens only when they leave the window.
   std::uint32_t min_age = 64;
+  /// Gu et al.'s threshold: a head counts as a token-0 sink head when its mean attention on token
+  /// 0, over the queries after it, exceeds this.
+  double sink_epsilon = 0.3;
   std::string plot_script;  ///< --plot-script; empty = scripts/plot_inspect.py in the source tree
   std::string python;       ///< --python; empty = python3, then /usr/bin/python3
   bool no_plot = false;

@@ -155,6 +155,30 @@ def test_inspect(a, tmp):
         size = os.path.getsize(os.path.join(out, name))
         check(size == H * T * T * 4, f"{name}: {size} bytes, expected {H * T * T * 4}")
     check("pos" in p.stdout and "kind" in p.stdout, "no sink table on stdout")
+
+    # Gu et al.'s metric on token 0, recomputed from the raw dump: per head, the mean over queries
+    # 1..T-1 of their attention on key 0; per layer, the heads above epsilon.
+    import array
+    t0 = rep["token0"]
+    check(t0["epsilon"] == 0.3 and t0["queries"] == T - 1 and len(t0["layers"]) == L, f"token0: {t0}")
+    above = 0
+    for l, name in enumerate(meta["files"]):
+        att = array.array("f")
+        with open(os.path.join(out, name), "rb") as f:
+            att.frombytes(f.read())
+        means = [math.fsum(att[(h * T + q) * T] for q in range(1, T)) / (T - 1) for h in range(H)]
+        got = t0["layers"][l]["mean_attention"]
+        check(all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-9) for x, y in zip(means, got)),
+              f"layer {l}: token-0 attention {got} != {means} from {name}")
+        n = sum(m > 0.3 for m in means)
+        check(t0["layers"][l]["heads_above"] == n, f"layer {l}: heads_above {t0['layers'][l]}")
+        above += n
+    check(t0["heads_above"] == above and math.isclose(t0["share_above"], above / (L * H)), f"totals: {t0}")
+    check("Gu et al.'s sink metric" in p.stdout, "no token-0 table on stdout")
+    p0 = run([a.kvstream, "inspect", "--model", a.model, "--tokenizer", a.tokenizer, "--text", a.text,
+              "--max-tokens", "40", "--sink-epsilon", "0", "--no-plot", "--out", os.path.join(tmp, "eps0")])
+    with open(os.path.join(tmp, "eps0", "sinks.json")) as f:
+        check(json.load(f)["token0"]["heads_above"] == L * H, f"epsilon 0: every head is above: {p0.stdout}")
     check_png(os.path.join(out, "attention_layer0.png"), p.stderr)
     if os.path.exists(os.path.join(out, "attention_layer0.png")):
         for l in range(L):
