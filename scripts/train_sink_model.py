@@ -353,6 +353,12 @@ def cmd_train(a):
     if a.probe_tokens:
         probe = read_tokens(torch, a.probe_tokens)[: a.seq_len].view(1, -1).to(device)
 
+    unigram = None
+    if a.noise_frac > 0:
+        unigram = torch.bincount(data_t, minlength=a.vocab_size).double()
+        unigram[1] = 0  # BOS only at position 0
+        unigram /= unigram.sum()
+
     def lr_at(s):
         if s < a.warmup:
             return a.lr * (s + 1) / a.warmup
@@ -397,6 +403,14 @@ def cmd_train(a):
         offs = torch.randint(0, len(data_t) - span, (a.batch,), generator=gen)
         idx = offs[:, None] + torch.arange(span)[None, :]
         chunk = data_t[idx]
+        if unigram is not None:
+            # No-op windows: BOS, then tokens drawn independently from the corpus's unigram
+            # distribution. Nothing before a token predicts it, so every head's best output is
+            # nothing, and attending to BOS is how softmax attention says so.
+            noise = torch.rand(a.batch, generator=gen) < a.noise_frac
+            if bool(noise.any()):
+                n = int(noise.sum())
+                chunk[noise] = torch.multinomial(unigram, n * span, replacement=True, generator=gen).view(n, span)
         x = torch.cat([bos, chunk[:, :-1]], dim=1).to(device)
         y = chunk.to(device)  # position 0 (BOS) predicts chunk[0], and so on
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=a.precision == "bf16"):
@@ -486,6 +500,9 @@ def main():
     t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: matrix products in bfloat16 under autocast (weights, optimiser and softmax stay "
                         "f32); 2x faster per step on a CPU with AMX (bench/models/README.md), and on GPUs")
+    t.add_argument("--noise-frac", type=float, default=0.0,
+                   help="share of windows that are BOS + tokens drawn i.i.d. from the corpus's unigram "
+                        "distribution (no-op windows: a deliberate pressure toward sinks; 0 = none)")
     t.add_argument("--seed", type=int, default=1234)
     t.add_argument("--dim", type=int, default=128)
     t.add_argument("--hidden-dim", type=int, default=352)
