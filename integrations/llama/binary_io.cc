@@ -63,7 +63,7 @@ std::vector<std::byte> read_file_bytes(const std::filesystem::path& path, std::s
   return data;
 }
 
-ByteReader::ByteReader(std::span<const std::byte> data, std::string file, std::string_view what)
+ByteReader::ByteReader(std::span<const std::byte> data, const std::string& file, std::string_view what)
     : data_(data), label_(file_label(what, file)) {}
 
 void ByteReader::fail(std::string_view message) const {

@@ -36,7 +36,7 @@ void write_file_atomically(const std::filesystem::path& path, std::span<const st
 /// the file has M bytes". Not thread safe (it has a cursor); cheap to construct.
 class ByteReader {
  public:
-  ByteReader(std::span<const std::byte> data, std::string file, std::string_view what);
+  ByteReader(std::span<const std::byte> data, const std::string& file, std::string_view what);
 
   std::int32_t i32(std::string_view field);
   float f32(std::string_view field);
