@@ -68,9 +68,14 @@ struct Recording {
   std::vector<double> share_sum;    ///< [layer][head][key position]: sum over queries of p * N
   std::vector<std::uint32_t> seen;  ///< [key position]: queries that saw the key (same in every head)
 
+  std::size_t index(std::uint32_t l, std::uint32_t h, std::uint32_t q, std::int64_t k) const {
+    return ((std::size_t{l} * n_heads + h) * n_tokens + q) * n_tokens + static_cast<std::size_t>(k);
+  }
   float& at(std::uint32_t l, std::uint32_t h, std::uint32_t q, std::int64_t k) {
-    return attention[((std::size_t{l} * n_heads + h) * n_tokens + q) * n_tokens +
-                     static_cast<std::size_t>(k)];
+    return attention[index(l, h, q, k)];
+  }
+  float at(std::uint32_t l, std::uint32_t h, std::uint32_t q, std::int64_t k) const {
+    return attention[index(l, h, q, k)];
   }
   double mean_share(std::uint32_t l, std::uint32_t h, std::int64_t k) const {
     const auto kk = static_cast<std::size_t>(k);
@@ -163,24 +168,20 @@ SinkScan find_sinks(kvcache::llama::Decoder& dec, const Recording& r, std::uint3
 // the queries after it that still see it (query 0 attends only to itself and is left out), and
 // per layer how many heads exceed epsilon.
 nlohmann::json token0_report(const Recording& r, double epsilon) {
+  // seen[0] counts query 0 too; a key is visible to the same queries in every head.
+  const std::uint32_t queries = r.seen[0] - 1;
   nlohmann::json layers = nlohmann::json::array();
   std::uint32_t above_total = 0;
-  std::uint32_t queries = 0;
-  for (std::uint32_t q = 1; q < r.n_tokens; ++q)
-    queries += std::isnan(r.attention[std::size_t{q} * r.n_tokens]) ? 0 : 1;
   for (std::uint32_t l = 0; l < r.n_layers; ++l) {
     nlohmann::json mean = nlohmann::json::array();
     std::uint32_t above = 0;
     for (std::uint32_t h = 0; h < r.n_heads; ++h) {
       double sum = 0;
-      std::uint32_t n = 0;
       for (std::uint32_t q = 1; q < r.n_tokens; ++q) {
-        const float p = r.attention[((std::size_t{l} * r.n_heads + h) * r.n_tokens + q) * r.n_tokens];
-        if (std::isnan(p)) continue;
-        sum += p;
-        ++n;
+        const float p = r.at(l, h, q, 0);
+        if (!std::isnan(p)) sum += p;
       }
-      const double m = n ? sum / n : 0.0;
+      const double m = queries ? sum / queries : 0.0;
       above += m > epsilon ? 1 : 0;
       mean.push_back(m);
     }
