@@ -1,6 +1,5 @@
 // Unit tests of the paired comparison (paired_bootstrap.h) and the per-token score file
 // (token_nll_file.h) behind `kvstream compare`.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <cmath>
