@@ -4,7 +4,6 @@
 #include <oneapi/tbb/task_arena.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <random>
 
@@ -17,9 +16,6 @@ using kvcache::llama::Decoder;
 
 namespace {
 
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 std::uint64_t random_u64() {
   std::random_device rd;
   return (std::uint64_t{rd()} << 32) | rd();
@@ -68,7 +64,7 @@ std::shared_ptr<Session> Engine::State::new_session(const std::string& id, bool 
   auto s = std::make_shared<Session>();
   s->meta.id = id;
   s->meta.model = fingerprint;
-  s->meta.created_unix = s->meta.last_used_unix = unix_now();
+  s->meta.created_unix = s->meta.last_used_unix = session_clock_now();
   s->ephemeral = ephemeral;
   s->decoder = new_decoder();
   return s;

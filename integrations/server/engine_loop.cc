@@ -16,9 +16,6 @@ using kvcache::llama::Sampler;
 
 namespace {
 
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 double mono_now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -272,7 +269,7 @@ void Engine::State::retire_done() {
     s.meta.tokens_prompted += a.prompt_added;
     s.meta.tokens_generated += a.generated;
     ++s.meta.requests;
-    s.meta.last_used_unix = unix_now();
+    s.meta.last_used_unix = session_clock_now();
     refresh(s);
     if (s.stats.pages > s.reserved_pages) {
       ++overruns;

@@ -1,5 +1,6 @@
 #include "session_record.h"
 
+#include <chrono>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -27,6 +28,10 @@ void put(std::vector<std::byte>& out, T v) {
 }
 
 }  // namespace
+
+double session_clock_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
 
 std::vector<std::byte> encode_record(const SessionMeta& m, std::span<const std::byte> snapshot) {
   const nlohmann::json j = {

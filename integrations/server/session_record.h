@@ -10,6 +10,9 @@
 
 namespace kvserve {
 
+/// Seconds since the epoch from the system clock: the clock of SessionMeta's *_unix fields.
+double session_clock_now();
+
 /// What a session is besides its KV cache.
 struct SessionMeta {
   std::string id;
