@@ -13,7 +13,7 @@
 namespace kvcache::llama {
 namespace {
 
-constexpr std::string_view kWhat = "checkpoint";
+constexpr std::string_view kCheckpointWhat = "checkpoint";
 constexpr std::array<std::string_view, 7> kHeaderFields = {"dim",        "hidden_dim", "n_layers", "n_heads",
                                                            "n_kv_heads", "vocab_size", "seq_len"};
 constexpr std::uint64_t kHeaderBytes = kHeaderFields.size() * sizeof(std::int32_t);
@@ -40,7 +40,7 @@ std::uint64_t checked_mul(const std::string& label, const std::string& hint, std
 // Parses the header and checks the fields on their own and against each other (sizes are checked
 // against the file length by the caller). Reads nothing but the header bytes.
 ModelConfig parse_header(std::span<const std::byte> header, const std::string& file) {
-  ByteReader r(header, file, kWhat);
+  ByteReader r(header, file, kCheckpointWhat);
   std::array<std::int32_t, kHeaderFields.size()> v{};
   for (std::size_t i = 0; i < v.size(); ++i) v[i] = r.i32(kHeaderFields[i]);
 
@@ -128,8 +128,8 @@ std::vector<TensorSpec> tensor_specs(const ModelConfig& c, const std::string& la
 }  // namespace
 
 std::shared_ptr<const Checkpoint> Checkpoint::load(const std::filesystem::path& path) {
-  const std::string label = file_label(kWhat, path);
-  const std::uint64_t file_size = regular_file_size(path, kWhat);
+  const std::string label = file_label(kCheckpointWhat, path);
+  const std::uint64_t file_size = regular_file_size(path, kCheckpointWhat);
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(label + ": cannot open for reading");
 

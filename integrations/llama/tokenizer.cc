@@ -11,7 +11,7 @@
 namespace kvcache::llama {
 namespace {
 
-constexpr std::string_view kWhat = "tokenizer";
+constexpr std::string_view kTokenizerWhat = "tokenizer";
 
 // "<0xNN>" for byte b, the spelling llama2.c's export uses for byte-fallback pieces.
 std::string byte_piece(unsigned b) {
@@ -39,8 +39,8 @@ int parse_byte_piece(std::string_view p) {
 }
 
 Tokenizer Tokenizer::load(const std::filesystem::path& path, std::uint32_t vocab_size) {
-  const std::vector<std::byte> data = read_file_bytes(path, kWhat);
-  ByteReader r(data, path.string(), kWhat);
+  const std::vector<std::byte> data = read_file_bytes(path, kTokenizerWhat);
+  ByteReader r(data, path.string(), kTokenizerWhat);
   const std::int32_t max_len = r.i32("max_token_length");
   if (max_len <= 0) r.fail("field 'max_token_length' = " + std::to_string(max_len) + " must be positive");
 

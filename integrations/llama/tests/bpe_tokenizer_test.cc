@@ -17,18 +17,6 @@ namespace {
 
 using Ids = std::vector<std::int32_t>;
 
-std::unique_ptr<TextTokenizer> make(GgufVocab v) { return make_gguf_tokenizer(std::move(v)); }
-
-std::string decode_all(const TextTokenizer& t, const Ids& ids) {
-  std::string s;
-  std::int32_t prev = -1;
-  for (std::int32_t id : ids) {
-    s += t.decode(prev, id);
-    prev = id;
-  }
-  return s;
-}
-
 // Ranks 0..: Ġt, he, Ġthe, bc, ab, aa, aaa, Ġa  (ids 256..263)
 const std::vector<std::string> kMerges = {"\xC4\xA0 t", "h e", "\xC4\xA0t he", "b c",
                                           "a b",        "a a", "aa a",         "\xC4\xA0 a"};

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "contains.h"
 #include "kvcache/error.h"
 #include "temp_file.h"
 
@@ -19,7 +20,7 @@ constexpr const char* kFields[] = {"dim",        "hidden_dim", "n_layers", "n_he
                                    "n_kv_heads", "vocab_size", "seq_len"};
 
 // The FormatError message for loading `bytes` from a temp file, which it must name.
-std::string load_error(const std::vector<std::byte>& bytes) {
+std::string checkpoint_error(const std::vector<std::byte>& bytes) {
   TempFile f("ckpt", bytes);
   return format_error_of(f, [&] { Checkpoint::load(f.path()); });
 }
@@ -28,8 +29,6 @@ std::vector<std::byte> truncated(std::vector<std::byte> b, std::size_t n) {
   b.resize(n);
   return b;
 }
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace
 
@@ -63,13 +62,13 @@ TEST_CASE("checkpoint: truncated at every header field boundary names the missin
   const auto good = read_bytes(model_path());
   for (std::size_t field = 0; field < 7; ++field) {
     for (std::size_t extra : {0u, 2u}) {
-      const std::string msg = load_error(truncated(good, field * 4 + extra));
+      const std::string msg = checkpoint_error(truncated(good, field * 4 + extra));
       CAPTURE(msg);
       CHECK(contains(msg, std::string("'") + kFields[field] + "'"));
       CHECK(contains(msg, "truncated"));
     }
   }
-  const std::string msg = load_error(truncated(good, 28));
+  const std::string msg = checkpoint_error(truncated(good, 28));
   CAPTURE(msg);
   CHECK(contains(msg, "'token_embedding'"));
 }
@@ -90,11 +89,11 @@ TEST_CASE("checkpoint: truncated inside the weights names the tensor") {
       {emb + rms + 2 * wq + 2 * wk + rms + w1 + 100, "w2"},
   };
   for (const Cut& c : cuts) {
-    const std::string msg = load_error(truncated(good, 28 + 4 * c.floats + 1));
+    const std::string msg = checkpoint_error(truncated(good, 28 + 4 * c.floats + 1));
     CAPTURE(msg);
     CHECK(contains(msg, std::string("'") + c.tensor + "'"));
   }
-  const std::string last = load_error(truncated(good, good.size() - 1));
+  const std::string last = checkpoint_error(truncated(good, good.size() - 1));
   CAPTURE(last);
   CHECK(contains(last, "'freq_cis_imag'"));
 }
@@ -102,7 +101,7 @@ TEST_CASE("checkpoint: truncated inside the weights names the tensor") {
 TEST_CASE("checkpoint: trailing bytes are rejected") {
   auto b = read_bytes(model_path());
   b.resize(b.size() + 8);
-  const std::string msg = load_error(b);
+  const std::string msg = checkpoint_error(b);
   CHECK(contains(msg, "trailing"));
 }
 
@@ -114,7 +113,7 @@ TEST_CASE("checkpoint: zero, negative and huge dimensions name the field") {
     for (std::int32_t v : values) {
       auto b = good;
       put_i32(b, field * 4, v);
-      const std::string msg = load_error(b);
+      const std::string msg = checkpoint_error(b);
       CAPTURE(msg);
       CAPTURE(v);
       CHECK(contains(msg, kFields[field]));
@@ -125,7 +124,7 @@ TEST_CASE("checkpoint: zero, negative and huge dimensions name the field") {
 TEST_CASE("checkpoint: negative vocab_size expects a separate classifier that is missing") {
   auto b = read_bytes(model_path());
   put_i32(b, 20, -512);
-  const std::string msg = load_error(b);
+  const std::string msg = checkpoint_error(b);
   CHECK(contains(msg, "'wcls'"));
 }
 
@@ -147,29 +146,29 @@ TEST_CASE("checkpoint: inconsistent head layout names the fields") {
   {
     auto b = good;
     put_i32(b, 16, 3);  // n_kv_heads 3 does not divide n_heads 8
-    CHECK(contains(load_error(b), "n_kv_heads"));
+    CHECK(contains(checkpoint_error(b), "n_kv_heads"));
   }
   {
     auto b = good;
     put_i32(b, 16, 16);  // more KV heads than query heads
-    CHECK(contains(load_error(b), "n_kv_heads"));
+    CHECK(contains(checkpoint_error(b), "n_kv_heads"));
   }
   {
     auto b = good;
     put_i32(b, 12, 64);  // head size 64 / 64 = 1 is odd
-    const std::string msg = load_error(b);
+    const std::string msg = checkpoint_error(b);
     CHECK(contains(msg, "odd"));
     CHECK(contains(msg, "n_heads"));
   }
   {
     auto b = good;
     put_i32(b, 12, 7);  // dim 64 not a multiple of 7 heads
-    CHECK(contains(load_error(b), "n_heads"));
+    CHECK(contains(checkpoint_error(b), "n_heads"));
   }
   {
     auto b = good;
     put_i32(b, 0, 32);  // plausible but wrong dim: sizes no longer match the file
-    const std::string msg = load_error(b);
+    const std::string msg = checkpoint_error(b);
     CHECK((contains(msg, "trailing") || contains(msg, "truncated")));
   }
 }
@@ -177,7 +176,7 @@ TEST_CASE("checkpoint: inconsistent head layout names the fields") {
 TEST_CASE("checkpoint: non-finite weights name the tensor") {
   auto b = read_bytes(model_path());
   put_f32(b, 28 + 4 * (512 * 64 + 3), std::numeric_limits<float>::quiet_NaN());
-  const std::string msg = load_error(b);
+  const std::string msg = checkpoint_error(b);
   CHECK(contains(msg, "'rms_att_weight'"));
   CHECK(contains(msg, "non-finite"));
 }

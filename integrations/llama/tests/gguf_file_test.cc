@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "contains.h"
 #include "kvcache/error.h"
 #include "llama/gguf_writer.h"
 #include "temp_file.h"
@@ -44,8 +45,6 @@ std::string key_error(const std::function<void()>& call) {
   FAIL("expected FormatError");
   return {};
 }
-
-bool contains(const std::string& s, std::string_view part) { return s.find(part) != std::string::npos; }
 
 }  // namespace
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "contains.h"
 #include "llama/gguf_file.h"
 #include "llama/gguf_vocab.h"
 #include "llama/gguf_writer.h"
@@ -28,16 +29,6 @@ std::unique_ptr<TextTokenizer> load(const std::filesystem::path& p) {
 
 std::filesystem::path vocab_path(const std::string& name) {
   return shared_dir() / "data" / "tokenizers" / ("ggml-vocab-" + name + ".gguf");
-}
-
-std::string decode_all(const TextTokenizer& t, const Ids& ids) {
-  std::string s;
-  std::int32_t prev = -1;
-  for (std::int32_t id : ids) {
-    s += t.decode(prev, id);
-    prev = id;
-  }
-  return s;
 }
 
 // Every string of <file>.inp (each followed by "\n__ggml_vocab_test__\n") and the ids on the
@@ -174,8 +165,6 @@ std::string load_error(const GgufWriter& w) {
   const TempFile f("gguf_tok", w.bytes());
   return format_error_of(f, [&] { load(f.path()); });
 }
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace
 

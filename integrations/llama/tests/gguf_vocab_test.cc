@@ -7,6 +7,7 @@
 #include <cmath>
 #include <string>
 
+#include "contains.h"
 #include "kvcache/error.h"
 #include "vocab_fixtures.h"
 
@@ -30,8 +31,6 @@ std::string error_of(GgufVocab v, const std::string& key) {
   FAIL("expected a FormatError about " << key);
   return {};
 }
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace
 

@@ -36,18 +36,6 @@ GgufVocab abc_vocab() {
                     {"\xC3\xA9", -9}});
 }
 
-std::unique_ptr<TextTokenizer> make(GgufVocab v) { return make_gguf_tokenizer(std::move(v)); }
-
-std::string decode_all(const TextTokenizer& t, const Ids& ids) {
-  std::string s;
-  std::int32_t prev = -1;
-  for (std::int32_t id : ids) {
-    s += t.decode(prev, id);
-    prev = id;
-  }
-  return s;
-}
-
 // llama.cpp's SPM algorithm written the slow way: characters, then repeatedly merge the leftmost
 // pair with the highest score whose concatenation is a token, then tokens or byte fallback.
 Ids naive_spm(const GgufVocab& v, std::string text, bool prefix) {

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "contains.h"
 #include "kvcache/error.h"
 #include "temp_file.h"
 
@@ -25,8 +26,6 @@ std::string read_error(const std::vector<std::byte>& bytes) {
   TempFile f("tokens", bytes);
   return format_error_of(f, [&] { read_token_file(f.path(), 512); });
 }
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace
 

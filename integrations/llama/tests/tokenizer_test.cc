@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "contains.h"
 #include "kvcache/error.h"
 #include "temp_file.h"
 
@@ -60,12 +61,10 @@ std::string decode_all(const Tokenizer& t, const std::vector<std::int32_t>& toks
   return s;
 }
 
-std::string load_error(const std::vector<std::byte>& bytes, std::uint32_t vocab = 512) {
+std::string tokenizer_error(const std::vector<std::byte>& bytes, std::uint32_t vocab = 512) {
   TempFile f("tok", bytes);
   return format_error_of(f, [&] { Tokenizer::load(f.path(), vocab); });
 }
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // Byte offset of token i's score field in tok512.bin.
 std::size_t token_offset(const std::vector<std::byte>& b, int i) {
@@ -152,7 +151,7 @@ TEST_CASE("tokenizer: truncated files name the field") {
   for (const Cut& c : cuts) {
     auto b = good;
     b.resize(c.size);
-    const std::string msg = load_error(b);
+    const std::string msg = tokenizer_error(b);
     CAPTURE(msg);
     CHECK(contains(msg, c.field));
   }
@@ -164,13 +163,13 @@ TEST_CASE("tokenizer: garbled fields are rejected") {
   for (std::int32_t v : {0, -1, std::numeric_limits<std::int32_t>::min()}) {
     auto b = good;
     put_i32(b, 0, v);
-    CHECK(contains(load_error(b), "max_token_length"));
+    CHECK(contains(tokenizer_error(b), "max_token_length"));
   }
   for (std::int32_t v : {-1, -1000000, std::numeric_limits<std::int32_t>::min(), 8, 1 << 30,
                          std::numeric_limits<std::int32_t>::max()}) {
     auto b = good;
     put_i32(b, t5 + 4, v);
-    const std::string msg = load_error(b);
+    const std::string msg = tokenizer_error(b);
     CAPTURE(msg);
     CHECK(contains(msg, "length of token 5"));
   }
@@ -178,30 +177,30 @@ TEST_CASE("tokenizer: garbled fields are rejected") {
     auto b = good;
     put_i32(b, 0, std::numeric_limits<std::int32_t>::max());
     put_i32(b, t5 + 4, 1 << 30);
-    CHECK(contains(load_error(b), "bytes of token 5"));
+    CHECK(contains(tokenizer_error(b), "bytes of token 5"));
   }
   {
     auto b = good;
     put_f32(b, t5, std::numeric_limits<float>::infinity());
-    CHECK(contains(load_error(b), "score of token 5"));
+    CHECK(contains(tokenizer_error(b), "score of token 5"));
   }
   {  // byte-fallback pieces must be where encode() expects them
     auto b = good;
     const std::size_t t3 = token_offset(good, 3);
     b[t3 + 8 + 3] = std::byte{'Z'};
-    CHECK(contains(load_error(b), "token 3"));
+    CHECK(contains(tokenizer_error(b), "token 3"));
   }
 }
 
 TEST_CASE("tokenizer: vocab mismatch with the model is reported") {
   const auto good = read_bytes(tokenizer_path());
-  const std::string more = load_error(good, 511);
+  const std::string more = tokenizer_error(good, 511);
   CHECK(contains(more, "vocab_size 511"));
   CHECK(contains(more, "do not match"));
-  const std::string fewer = load_error(good, 600);
+  const std::string fewer = tokenizer_error(good, 600);
   CHECK(contains(fewer, "holds only 512 tokens"));
   CHECK(contains(fewer, "vocab_size is 600"));
-  CHECK(contains(load_error(good, 100), "vocab"));
+  CHECK(contains(tokenizer_error(good, 100), "vocab"));
 }
 
 TEST_CASE("tokenizer: usable through TextTokenizer with the same results") {

@@ -63,4 +63,16 @@ GgufVocab bpe_vocab(const std::vector<std::string>& merges, const std::string& p
   return v;
 }
 
+std::unique_ptr<TextTokenizer> make(GgufVocab v) { return make_gguf_tokenizer(std::move(v)); }
+
+std::string decode_all(const TextTokenizer& t, const std::vector<std::int32_t>& ids) {
+  std::string s;
+  std::int32_t prev = -1;
+  for (std::int32_t id : ids) {
+    s += t.decode(prev, id);
+    prev = id;
+  }
+  return s;
+}
+
 }  // namespace kvcache::llama::test

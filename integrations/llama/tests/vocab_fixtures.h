@@ -2,11 +2,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "llama/gguf_vocab.h"
+#include "llama/text_tokenizer.h"
 
 namespace kvcache::llama::test {
 
@@ -20,6 +22,12 @@ GgufVocab spm_vocab(const std::vector<std::pair<std::string, float>>& pieces);
 /// (normal). `merges` are "left right" in rank order; `pre` the pre-tokenizer.
 GgufVocab bpe_vocab(const std::vector<std::string>& merges, const std::string& pre = "gpt-2",
                     const std::vector<std::string>& extra = {});
+
+/// The tokenizer `v` describes (make_gguf_tokenizer).
+std::unique_ptr<TextTokenizer> make(GgufVocab v);
+
+/// The text of `ids` decoded one after another, each with its predecessor, as a stream prints it.
+std::string decode_all(const TextTokenizer& t, const std::vector<std::int32_t>& ids);
 
 /// The GPT-2 spelling of a byte string ("Ġthe" for " the").
 std::string gpt2_chars(const std::string& bytes);
