@@ -353,6 +353,27 @@ def cmd_train(a):
     if a.probe_tokens:
         probe = read_tokens(torch, a.probe_tokens)[: a.seq_len].view(1, -1).to(device)
 
+    mixer = None
+    if a.mix:
+        import sink_data
+
+        stories = sink_data.split_stories(data_t.tolist())
+        mixer = sink_data.Mixer(stories, sink_data.parse_mix(a.mix), a.seq_len, a.seed + step)
+        warm_mixer = None
+        if a.warm_mix:
+            warm_mixer = sink_data.Mixer(stories, sink_data.parse_mix(a.warm_mix), a.seq_len, a.seed + step + 1)
+        masked = torch.tensor(sink_data.LAG_MARKERS + sink_data.RECALL_TRIGGERS + sink_data.BIGRAM_TRIGGERS)
+        log(f"{len(stories)} stories; mix {a.mix}")
+        if probe is not None:
+            # A stream of held-out stories, each opened by BOS: attention on the latest BOS.
+            ps = sink_data.split_stories(read_tokens(torch, a.probe_tokens).tolist())
+            seq = [sink_data.BOS]
+            for st in ps:  # stories cut to a third of the window, so that it holds several
+                seq += ([sink_data.BOS] if len(seq) > 1 else []) + st[: a.seq_len // 3]
+                if len(seq) >= a.seq_len:
+                    break
+            doc_probe = torch.tensor(seq[: a.seq_len]).view(1, -1).to(device)
+
     unigram = None
     if a.noise_frac > 0:
         unigram = torch.bincount(data_t, minlength=a.vocab_size).double()
@@ -384,7 +405,23 @@ def cmd_train(a):
         with torch.no_grad():
             _, attns = model(probe, need_attn=True)
         model.train()
-        return [[round(float(x), 4) for x in at[0, :, 1:, 0].mean(-1)] for at in attns]
+        out = [[round(float(x), 4) for x in at[0, :, 16:, 0].mean(-1)] for at in attns]
+        if mixer is None:
+            return out, None
+        with torch.no_grad():
+            _, attns = model(doc_probe, need_attn=True)
+        model.train()
+        toks = doc_probe[0].tolist()
+        latest, rows = 0, []
+        for q, t in enumerate(toks):
+            if t == sink_data.BOS:
+                latest = q
+            if latest > 0 and q - latest >= 8:
+                rows.append((q, latest))
+        qi = torch.tensor([r[0] for r in rows], dtype=torch.long)
+        ki = torch.tensor([r[1] for r in rows], dtype=torch.long)
+        doc = [[round(float(x), 4) for x in at[0][:, qi, ki].mean(-1)] for at in attns]
+        return out, doc
 
     t0 = time.time()
     model.train()
@@ -400,10 +437,18 @@ def cmd_train(a):
         lr = lr_at(step)
         for g in opt.param_groups:
             g["lr"] = lr
-        offs = torch.randint(0, len(data_t) - span, (a.batch,), generator=gen)
-        idx = offs[:, None] + torch.arange(span)[None, :]
-        chunk = data_t[idx]
-        if unigram is not None:
+        if mixer is not None:
+            warm = warm_mixer is not None and elapsed0 + time.time() - t0 < a.warm_seconds
+            m = warm_mixer if warm else mixer
+            w = torch.tensor([m.window() for _ in range(a.batch)])
+            x, y = w[:, :-1].to(device), w[:, 1:].clone()
+            y[torch.isin(y, masked)] = -100  # markers come at random places: nothing predicts them
+            y = y.to(device)
+        else:
+            offs = torch.randint(0, len(data_t) - span, (a.batch,), generator=gen)
+            idx = offs[:, None] + torch.arange(span)[None, :]
+            chunk = data_t[idx]
+        if mixer is None and unigram is not None:
             # No-op windows: BOS, then tokens drawn independently from the corpus's unigram
             # distribution. Nothing before a token predicts it, so every head's best output is
             # nothing, and attending to BOS is how softmax attention says so.
@@ -411,11 +456,13 @@ def cmd_train(a):
             if bool(noise.any()):
                 n = int(noise.sum())
                 chunk[noise] = torch.multinomial(unigram, n * span, replacement=True, generator=gen).view(n, span)
-        x = torch.cat([bos, chunk[:, :-1]], dim=1).to(device)
-        y = chunk.to(device)  # position 0 (BOS) predicts chunk[0], and so on
+        if mixer is None:
+            x = torch.cat([bos, chunk[:, :-1]], dim=1).to(device)
+            y = chunk.to(device)  # position 0 (BOS) predicts chunk[0], and so on
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=a.precision == "bf16"):
             logits, _ = model(x)
-        loss = torch.nn.functional.cross_entropy(logits.float().view(-1, a.vocab_size), y.reshape(-1))
+        loss = torch.nn.functional.cross_entropy(logits.float().view(-1, a.vocab_size), y.reshape(-1),
+                                                 ignore_index=-100)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -428,11 +475,14 @@ def cmd_train(a):
             rec = {"step": step, "loss": loss_acc / n_acc, "lr": lr,
                    "tokens": step * a.batch * a.seq_len, "elapsed": round(elapsed0 + time.time() - t0, 1)}
             if step % (a.log_every * 10) == 0 or last:
-                rec["sink"] = sink_probe()
+                rec["sink"], doc = sink_probe()
+                if doc is not None:
+                    rec["doc_bos"] = doc
             with open(log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             log(f"step {step} loss {rec['loss']:.4f} lr {rec['lr']:.2e} {rec['elapsed']:.0f}s"
-                + (f" token0 {[round(sum(h) / len(h), 3) for h in rec['sink']]}" if rec.get("sink") else ""))
+                + (f" token0 max/layer {[max(h) for h in rec['sink']]}" if rec.get("sink") else "")
+                + (f" doc-BOS max/layer {[max(h) for h in rec['doc_bos']]}" if rec.get("doc_bos") else ""))
             loss_acc, n_acc = 0.0, 0
         if step % a.save_every == 0 and not last:
             save()
@@ -503,6 +553,10 @@ def main():
     t.add_argument("--noise-frac", type=float, default=0.0,
                    help="share of windows that are BOS + tokens drawn i.i.d. from the corpus's unigram "
                         "distribution (no-op windows: a deliberate pressure toward sinks; 0 = none)")
+    t.add_argument("--mix", help="document mix of scripts/sink_data.py, e.g. story:0.5,lag:0.5 (default: "
+                        "consecutive tokens of --data after one BOS)")
+    t.add_argument("--warm-mix", help="document mix for the first --warm-seconds of training (a curriculum)")
+    t.add_argument("--warm-seconds", type=float, default=0)
     t.add_argument("--seed", type=int, default=1234)
     t.add_argument("--dim", type=int, default=128)
     t.add_argument("--hidden-dim", type=int, default=352)
