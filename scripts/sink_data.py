@@ -25,6 +25,7 @@ LAG_MARKERS = [4, 5, 6, 7]  # <0x01> .. <0x04>
 LAGS = [3, 9, 27, 81]
 RECALL_TRIGGERS = [8, 9, 10, 11]  # <0x05> .. <0x08>
 BIGRAM_TRIGGERS = [14, 15]  # <0x0B> <0x0C>
+FIXLAG = 127
 
 
 def split_stories(tokens):
@@ -50,7 +51,8 @@ def split_stories(tokens):
 
 
 class Mixer:
-    def __init__(self, stories, mix, seq_len, seed, lag_rate=0.04, recall_pairs=6):
+    def __init__(self, stories, mix, seq_len, seed, lag_rate=0.04, recall_pairs=6, fixlag=FIXLAG):
+        self.fixlag = fixlag
         self.stories = stories
         self.kinds = [k for k, _ in mix]
         self.weights = [w for _, w in mix]
@@ -121,6 +123,14 @@ class Mixer:
                 cand = self.bigram.get(out[-1])
                 out.append(r.choice(cand) if cand else r.choice(self.bigram_starts))
             return out
+        if kind == "fixcopy":
+            # BOS + C + C with |C| = FIXLAG: the copy always comes from exactly FIXLAG back.
+            s = self.story()
+            while len(s) < self.fixlag:
+                s += [NEWLINE, NEWLINE] + self.story()
+            o = r.randrange(0, len(s) - self.fixlag + 1)
+            c = s[o : o + self.fixlag]
+            return c + c
         if kind == "norep":
             # Distinct tokens (drawn without replacement), so that every token already in the
             # context is the one thing that will not come next: a head that copies from the
@@ -141,11 +151,19 @@ class Mixer:
         """seq_len + 1 tokens: BOS at 0, documents packed after it, each opened by BOS."""
         out = [BOS]
         first = True
+        if "fixcopy" in self.kinds:  # a window of its own, opened by its BOS, so the lag is fixed
+            if self.rng.choices(self.kinds, self.weights)[0] == "fixcopy":
+                out += self.doc("fixcopy", self.seq_len)
+                first = False
+                if len(out) >= self.seq_len + 1:
+                    return out[: self.seq_len + 1]
         while len(out) < self.seq_len + 1:
             if not first:
                 out.append(BOS)
             first = False
             kind = self.rng.choices(self.kinds, self.weights)[0]
+            while kind == "fixcopy":
+                kind = self.rng.choices(self.kinds, self.weights)[0]
             out += self.doc(kind, self.seq_len + 1 - len(out))
         return out[: self.seq_len + 1]
 

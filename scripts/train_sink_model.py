@@ -123,6 +123,21 @@ def tokenize(kvstream, texts, out_bin):
     return json.loads(r.stdout)
 
 
+def docstream(tokens_path, out_path, limit):
+    import sink_data
+
+    ids = array.array("H")
+    with open(tokens_path, "rb") as f:
+        ids.frombytes(f.read())
+    out = []
+    for story in sink_data.split_stories(ids.tolist()):
+        out += [sink_data.BOS] + story
+        if len(out) >= limit:
+            break
+    array.array("H", out[:limit]).tofile(open(out_path, "wb"))
+    log(f"{out_path}: {min(limit, len(out))} tokens, {out[:limit].count(sink_data.BOS)} documents")
+
+
 def cmd_prepare(a):
     os.makedirs(a.out, exist_ok=True)
     sources = []  # (name, file written, bytes) for the manifest
@@ -145,11 +160,14 @@ def cmd_prepare(a):
                                 "--seed", str(seed), "-q"], stdout=f, check=True)
         gen_files.append(path)
         sources.append({"name": f"stories260K seed {seed}", "file": path, "bytes": os.path.getsize(path)})
-    eval_gen = os.path.join(a.out, f"eval_gen_{a.eval_seed}.txt")
-    if not (os.path.exists(eval_gen) and os.path.getsize(eval_gen) > 0):
-        with open(eval_gen, "wb") as f:
-            subprocess.run([a.kvstream, "generate", "-n", str(a.eval_tokens), "--temperature", "1",
-                            "--seed", str(a.eval_seed), "-q"], stdout=f, check=True)
+    eval_gens = []
+    for seed in a.eval_seeds:
+        eval_gen = os.path.join(a.out, f"eval_gen_{seed}.txt")
+        if not (os.path.exists(eval_gen) and os.path.getsize(eval_gen) > 0):
+            with open(eval_gen, "wb") as f:
+                subprocess.run([a.kvstream, "generate", "-n", str(a.eval_tokens), "--temperature", "1",
+                                "--seed", str(seed), "-q"], stdout=f, check=True)
+        eval_gens.append(eval_gen)
 
     # 2. The shared TinyStories sample: first 90% for training, the rest held out, split at a
     # blank line.
@@ -164,6 +182,8 @@ def cmd_prepare(a):
              "debian_manuals": debian_manuals(a.manuals)}
     deb_files = []
     for name, docs in parts.items():
+        if a.debian_bytes == 0 or not docs:
+            continue
         kept, size = [], 0
         for path, text in docs:
             if has_gpl3(text):
@@ -177,6 +197,14 @@ def cmd_prepare(a):
     train_files = gen_files + [ts_train] + deb_files
     manifest = {"sources": sources, "dropped_for_gpl3": dropped,
                 "train": tokenize(a.kvstream, train_files, os.path.join(a.out, "train.bin"))}
+    # Held-out generated text as token files: the first as one document (`ppl --tokens` reads the
+    # same as `--text`), the others as a stream of stories each opened by BOS (the document stream
+    # on which document-start BOS tokens are hidden sinks).
+    for i, path in enumerate(eval_gens):
+        bin_path = path[:-4] + ".bin"
+        tokenize(a.kvstream, [path], bin_path)
+        if i > 0:
+            docstream(bin_path, path[:-4] + "_docs.bin", a.docstream_tokens)
     with open(os.path.join(a.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     log(f"train.bin: {manifest['train']['tokens']} tokens; {len(dropped)} files dropped for GPL-3 text")
@@ -358,10 +386,12 @@ def cmd_train(a):
         import sink_data
 
         stories = sink_data.split_stories(data_t.tolist())
-        mixer = sink_data.Mixer(stories, sink_data.parse_mix(a.mix), a.seq_len, a.seed + step)
+        mixer = sink_data.Mixer(stories, sink_data.parse_mix(a.mix), a.seq_len, a.seed + step,
+                                 fixlag=a.fixlag)
         warm_mixer = None
         if a.warm_mix:
-            warm_mixer = sink_data.Mixer(stories, sink_data.parse_mix(a.warm_mix), a.seq_len, a.seed + step + 1)
+            warm_mixer = sink_data.Mixer(stories, sink_data.parse_mix(a.warm_mix), a.seq_len,
+                                          a.seed + step + 1, fixlag=a.fixlag)
         masked = torch.tensor(sink_data.LAG_MARKERS + sink_data.RECALL_TRIGGERS + sink_data.BIGRAM_TRIGGERS)
         log(f"{len(stories)} stories; mix {a.mix}")
         if probe is not None:
@@ -499,26 +529,39 @@ def cmd_plot(a):
     import matplotlib.pyplot as plt
 
     recs = [json.loads(line) for line in open(a.log)]
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    sink = [r for r in recs if r.get("sink")]
+    doc = [r for r in sink if r.get("doc_bos")]
+    panels = 1 + bool(sink) + bool(doc)
+    fig, ax = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
+    ax = ax[0]
     ax[0].plot([r["tokens"] / 1e6 for r in recs], [r["loss"] for r in recs], lw=1)
     ax[0].set_xlabel("training tokens (millions)")
     ax[0].set_ylabel("cross-entropy (nats)")
     ax[0].set_title("training loss")
     ax[0].grid(alpha=0.3)
-    sink = [r for r in recs if r.get("sink")]
-    if sink:
-        n_layers = len(sink[0]["sink"])
+
+    def heads_panel(axis, key, title, ylabel):
+        x = [r["tokens"] / 1e6 for r in sink if r.get(key)]
+        rows = [r[key] for r in sink if r.get(key)]
+        n_layers, n_heads = len(rows[0]), len(rows[0][0])
         for il in range(n_layers):
-            ax[1].plot([r["tokens"] / 1e6 for r in sink],
-                       [sum(r["sink"][il]) / len(r["sink"][il]) for r in sink], label=f"layer {il}")
-        # What token 0 gets when every query spreads its attention evenly over the keys it sees.
-        uniform = sum(1.0 / (q + 1) for q in range(1, a.seq_len)) / (a.seq_len - 1)
-        ax[1].axhline(uniform, color="grey", ls="--", lw=1, label="uniform share")
-        ax[1].set_xlabel("training tokens (millions)")
-        ax[1].set_ylabel("mean attention on token 0 (BOS)")
-        ax[1].set_title("sink strength on a probe window")
-        ax[1].legend()
-        ax[1].grid(alpha=0.3)
+            for ih in range(n_heads):
+                axis.plot(x, [row[il][ih] for row in rows], lw=0.8, color=f"C{il}",
+                          label=f"layer {il}" if ih == 0 else None)
+        axis.axhline(0.3, color="grey", ls="--", lw=1, label="0.3 (Gu et al.)")
+        axis.set_xlabel("training tokens (millions)")
+        axis.set_ylabel(ylabel)
+        axis.set_title(title)
+        axis.set_ylim(0, 1)
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
+
+    if sink:
+        heads_panel(ax[1], "sink", "token 0 (BOS) of held-out text, every head",
+                    "mean attention on token 0")
+    if doc:
+        heads_panel(ax[2], "doc_bos", "latest BOS in a stream of BOS-opened stories",
+                    "mean attention on the document's BOS")
     fig.tight_layout()
     fig.savefig(a.out, dpi=110)
 
@@ -531,14 +574,17 @@ def main():
     q.add_argument("--kvstream", required=True, help="the kvstream binary (generate, tokenize)")
     q.add_argument("--out", required=True, help="data folder to write")
     q.add_argument("--tinystories", default="../shared/data/tinystories_sample.txt")
-    q.add_argument("--gen-seeds", type=int, nargs="+", default=list(range(11, 19)))
-    q.add_argument("--gen-tokens", type=int, default=375000, help="tokens generated per seed")
-    q.add_argument("--eval-seed", type=int, default=9001, help="seed of the held-out generated text")
-    q.add_argument("--eval-tokens", type=int, default=60000)
-    q.add_argument("--manuals", type=int, default=400, help="section-1 manual pages rendered")
-    q.add_argument("--debian-bytes", type=int, default=1 << 62,
-                   help="cap on each Debian part's bytes (licences, copyright files, manuals), so the "
-                        "stories stay the majority of the text")
+    q.add_argument("--gen-seeds", type=int, nargs="+", default=list(range(11, 27)))
+    q.add_argument("--gen-tokens", type=int, default=400000, help="tokens generated per seed")
+    q.add_argument("--eval-seeds", type=int, nargs="+", default=[9001, 9002],
+                   help="seeds of the held-out generated texts (the second and later also become "
+                        "document streams, eval_gen_SEED_docs.bin)")
+    q.add_argument("--eval-tokens", type=int, default=100000)
+    q.add_argument("--docstream-tokens", type=int, default=16384)
+    q.add_argument("--manuals", type=int, default=0, help="section-1 manual pages rendered")
+    q.add_argument("--debian-bytes", type=int, default=0,
+                   help="cap on each Debian part's bytes (licences, copyright files, manuals); 0 = no "
+                        "Debian text (the recipe of sinkfix; runs 1-7 used it, see bench/models/README.md)")
     q.set_defaults(func=cmd_prepare)
 
     t = sub.add_parser("train", help="train and write the llama2.c checkpoint")
@@ -555,6 +601,7 @@ def main():
                         "distribution (no-op windows: a deliberate pressure toward sinks; 0 = none)")
     t.add_argument("--mix", help="document mix of scripts/sink_data.py, e.g. story:0.5,lag:0.5 (default: "
                         "consecutive tokens of --data after one BOS)")
+    t.add_argument("--fixlag", type=int, default=127, help="the copy distance of --mix's fixcopy windows")
     t.add_argument("--warm-mix", help="document mix for the first --warm-seconds of training (a curriculum)")
     t.add_argument("--warm-seconds", type=float, default=0)
     t.add_argument("--seed", type=int, default=1234)
@@ -582,7 +629,6 @@ def main():
     g = sub.add_parser("plot", help="loss curve PNG from the training log")
     g.add_argument("--log", required=True, help="OUT.log.jsonl written by train")
     g.add_argument("--out", required=True, help="PNG to write")
-    g.add_argument("--seq-len", type=int, default=256, help="probe window length (for the uniform line)")
     g.set_defaults(func=cmd_plot)
 
     a = p.parse_args()
