@@ -91,9 +91,10 @@ std::string describe(std::string_view jinja) {
   std::string_view head = jinja.substr(0, jinja.find('\n'));
   const bool cut = head.size() > 80;
   if (cut) head = head.substr(0, 80);
-  return std::to_string(jinja.size()) + " bytes, beginning " +
+  const bool whole = !cut && head.size() == jinja.size();
+  return std::to_string(jinja.size()) + (whole ? " bytes: " : " bytes, beginning ") +
          nlohmann::json(std::string(head)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
-         (cut || head.size() < jinja.size() ? "..." : "");
+         (whole ? "" : "...");
 }
 
 void render_llama2(Kind kind, std::span<const ChatMessage> messages, std::string& out) {

@@ -336,6 +336,10 @@ std::string Engine::metrics_text() {
          double(a.refusals));
   metric("kvstream_cancelled_total", "counter", "completions stopped because the client went away",
          double(s.cancelled));
+  metric("kvstream_chat_session_reuses_total", "counter",
+         "chat requests whose conversation continued a session's history", double(s.chat_reuses));
+  metric("kvstream_chat_cached_tokens_total", "counter",
+         "conversation tokens chat requests did not feed again", double(s.chat_cached_tokens));
   metric("kvstream_parks_total", "counter", "sessions parked to the store", double(a.parks));
   metric("kvstream_restores_total", "counter", "sessions restored from the store", double(a.restores));
   metric("kvstream_tokens_generated_total", "counter", "tokens sampled", double(s.tokens_generated));

@@ -189,6 +189,10 @@ void Engine::State::admit(const std::shared_ptr<Job>& job) {
     job->session_id = s->ephemeral ? "" : s->meta.id;
     job->cached_count = matched > 0 ? matched - 1 : 0;
   }
+  if (matched > 0) {
+    ++chat_reuses;
+    chat_cached_tokens += matched - 1;
+  }
   job->cv.notify_all();
   active.push_back(std::move(a));
 }

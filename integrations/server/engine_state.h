@@ -112,6 +112,8 @@ struct Engine::State {
 
   // Counters for /metrics (the atomic ones are bumped by the engine thread without the lock).
   std::uint64_t parks = 0, restores = 0, refusals = 0, requests = 0, cancelled = 0, overruns = 0;
+  std::uint64_t chat_reuses = 0,
+                chat_cached_tokens = 0;  ///< chat requests that continued a session, tokens not fed again
   std::atomic<std::uint64_t> tokens_generated{0}, tokens_prompted{0}, decode_steps{0}, decode_rows{0};
   std::deque<std::pair<double, std::uint64_t>> rate_window;  ///< (seconds, tokens_generated) samples
 

@@ -141,6 +141,10 @@ TEST_CASE("chat: a stateless client's next turn continues its session, with the 
   CHECK(cached(t2.body) == prompt(t1.body) + completion(t1.body) - 1);
   CHECK(prompt(t2.body) > prompt(t1.body) + completion(t1.body));
 
+  const std::string metrics = c.Get("/metrics")->body;
+  CHECK(metrics.find("\nkvstream_chat_session_reuses_total 1\n") != std::string::npos);
+  CHECK(metrics.find("\nkvstream_chat_cached_tokens_total " + std::to_string(cached(t2.body)) + "\n") !=
+        std::string::npos);
   const Answer status = get(c, "/v1/sessions/" + id);
   CHECK(status.body["origin"] == "chat");
   CHECK(status.body["requests"] == 2);
