@@ -5,9 +5,18 @@ packages=(cmake ninja-build g++ pkg-config libtbb-dev libmimalloc-dev libhwy-dev
           libbenchmark-dev libcli11-dev nlohmann-json3-dev libfmt-dev libcpp-httplib-dev python3-matplotlib
           libpcre2-dev)
 packages+=("$@")
+installed() {
+  case "$1" in
+    # A nodejs from elsewhere (NodeSource's) bundles npm and conflicts with Debian's npm package:
+    # working commands count as installed.
+    nodejs) command -v node >/dev/null ;;
+    npm) command -v npm >/dev/null ;;
+    *) dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" ;;
+  esac
+}
 missing=()
 for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  installed "$p" || missing+=("$p")
 done
 if ((${#missing[@]})); then
   echo "install_deps: installing ${missing[*]}" >&2

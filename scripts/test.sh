@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, then builds and runs the whole test suite four ways:
-#   1. Release with -Werror (every test),
+#   1. Release with -Werror (every test; the openai npm client test installs its pinned package
+#      with npm ci first),
 #   2. ASan + UBSan (every test),
 #   3. TSan (the tests that run threads),
 #   4. libFuzzer (clang-14, ASan + UBSan): every fuzz target for a few seconds from the committed
@@ -8,7 +9,7 @@
 # Usage: bash scripts/test.sh            (from anywhere)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install_deps.sh clang-14 libclang-rt-14-dev
+bash scripts/install_deps.sh clang-14 libclang-rt-14-dev nodejs npm
 jobs=$(nproc)
 for preset in ci asan tsan; do
   echo "=== $preset: configure and build ===" >&2

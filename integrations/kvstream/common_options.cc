@@ -203,13 +203,16 @@ LoadedModel load_model(const CommonOptions& o) {
       file->fail(fmt::format("the tokenizer has {} tokens, more than the model's {} embedding rows",
                              tokenizer->vocab_size(), weights->config.vocab_size));
     }
-    return {std::move(weights), std::move(tokenizer), model.source, "model file (tokenizer.ggml.*)"};
+    std::optional<std::string> chat_template;
+    if (const auto t = file->get_string("tokenizer.chat_template")) chat_template = std::string(*t);
+    return {std::move(weights), std::move(tokenizer), model.source, "model file (tokenizer.ggml.*)",
+            std::move(chat_template)};
   }
   const auto tok = ll::resolve_tokenizer(o.tokenizer);
   auto weights = ll::checkpoint_weights(ll::Checkpoint::load(model.path));
   auto tokenizer =
       std::make_shared<const ll::Tokenizer>(ll::Tokenizer::load(tok.path, weights->config.vocab_size));
-  return {std::move(weights), std::move(tokenizer), model.source, tok.source};
+  return {std::move(weights), std::move(tokenizer), model.source, tok.source, std::nullopt};
 }
 
 nlohmann::json policy_json(const CommonOptions& o, const kvcache::llama::ModelConfig& model) {

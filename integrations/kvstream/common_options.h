@@ -73,6 +73,9 @@ struct LoadedModel {
   /// The GGUF file's own tokenizer, or the llama2.c tokenizer file's.
   std::shared_ptr<const kvcache::llama::TextTokenizer> tokenizer;
   std::string model_source, tokenizer_source;  ///< "flag", "env KVCACHE_MODEL", ...
+  /// The GGUF file's tokenizer.chat_template (a Jinja template); unset for llama2.c files and
+  /// GGUF files without one.
+  std::optional<std::string> chat_template;
 };
 
 /// Resolves and loads the model and its tokenizer: from the one GGUF file (then --tokenizer is an

@@ -8,18 +8,41 @@
 #include <memory>
 #include <thread>
 
+#include "chat_template.h"
 #include "directory_store.h"
 #include "engine.h"
 #include "http_server.h"
+#include "kvcache/error.h"
 
 namespace kvstream {
+
+namespace {
+
+std::vector<std::string> template_names() {
+  std::vector<std::string> out;
+  for (const std::string_view n : kvserve::ChatTemplate::names()) out.emplace_back(n);
+  return out;
+}
+
+kvserve::ChatTemplate chat_template(const ServeOptions& o, const LoadedModel& m, std::string& source) {
+  try {
+    return kvserve::ChatTemplate::choose(
+        o.chat_template.empty() ? std::nullopt : std::optional<std::string_view>(o.chat_template),
+        m.chat_template ? std::optional<std::string_view>(*m.chat_template) : std::nullopt, source);
+  } catch (const kvcache::FormatError& e) {
+    throw kvcache::FormatError(m.weights->path.string() + ": " + e.what());
+  }
+}
+
+}  // namespace
 
 CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
   CLI::App* cmd = app.add_subcommand(
       "serve",
-      "OpenAI-compatible completion server (POST /v1/completions with an extra 'session' field that "
-      "continues a "
-      "stream without re-reading it; /v1/sessions, /metrics, /health). All sessions share one KV pool of "
+      "OpenAI-compatible completion server (POST /v1/chat/completions, whose stateless clients continue the "
+      "session already holding their conversation; POST /v1/completions with an extra 'session' field that "
+      "continues a stream without re-reading it; /v1/sessions, /v1/models, /metrics, /health). All sessions "
+      "share one KV pool of "
       "--pool-mib; idle sessions are parked to --state-dir when it is full and restored on their next "
       "request. "
       "SIGTERM or Ctrl-C parks every session and exits; started again on the same --state-dir, every session "
@@ -48,6 +71,11 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
   cmd->add_option("--threads", o.threads, "connections served at once (every streaming client holds one)")
       ->check(CLI::Range(2, 4096))
       ->capture_default_str();
+  cmd->add_option(
+         "--chat-template", o.chat_template,
+         "chat template of /v1/chat/completions: one of the built-in names (default: detected from the "
+         "GGUF's tokenizer.chat_template, else chatml)")
+      ->check(CLI::IsMember(template_names()));
   cmd->add_option("--retry-after", o.retry_after, "seconds a 503 (out of KV memory) asks clients to wait")
       ->check(CLI::Range(0, 3600))
       ->capture_default_str();
@@ -74,9 +102,18 @@ int run_serve(const ServeOptions& o) {
   e.limits.max_tokens = o.max_tokens_limit;
   e.model_name = m.weights->path.stem().string();
   e.threads = thread_count(o.common);
-  std::fprintf(stderr, "[kvstream serve] model %s (%s), %s; KV pool %.1f MiB; sessions in %s\n",
-               m.weights->path.string().c_str(), m.model_source.c_str(),
-               policy_summary(o.common, m.weights->config).c_str(), o.pool_mib, e.store->describe().c_str());
+  std::string template_source;
+  e.chat_template = chat_template(o, m, template_source);
+  nlohmann::json model = model_json(m);
+  model.erase("path");  // clients need not learn the server's file system
+  e.model_details = {{"model", std::move(model)},
+                     {"cache", policy_json(o.common, m.weights->config)},
+                     {"chat_template_source", template_source}};
+  std::fprintf(
+      stderr, "[kvstream serve] model %s (%s), %s; KV pool %.1f MiB; sessions in %s; chat template %s (%s)\n",
+      m.weights->path.string().c_str(), m.model_source.c_str(),
+      policy_summary(o.common, m.weights->config).c_str(), o.pool_mib, e.store->describe().c_str(),
+      std::string(e.chat_template.name()).c_str(), template_source.c_str());
   kvserve::Engine engine(m.weights, m.tokenizer, std::move(e));
   kvserve::HttpOptions h;
   h.host = o.host;

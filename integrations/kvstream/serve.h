@@ -21,6 +21,7 @@ struct ServeOptions {
   std::size_t max_sessions = 4096;
   int threads = 128;
   int retry_after = 1;
+  std::string chat_template;  ///< --chat-template; empty = the model's own, else chatml
 };
 
 CLI::App* add_serve_command(CLI::App& app, ServeOptions& opts);

@@ -66,6 +66,7 @@ std::shared_ptr<Session> Engine::State::new_session(const std::string& id, bool 
   s->meta.model = fingerprint;
   s->meta.created_unix = s->meta.last_used_unix = session_clock_now();
   s->ephemeral = ephemeral;
+  if (ephemeral) s->meta.history.reset();  // dropped when its request ends: nothing to match
   s->decoder = new_decoder();
   return s;
 }
@@ -103,6 +104,10 @@ Engine::Engine(std::shared_ptr<const kvcache::llama::ModelWeights> model,
     throw kvcache::InvalidArgument(fmt::format(
         "--pool-mib: the pool holds {} pages, one session needs at least {}", s.pages_max, s.pages_bound(2)));
   }
+  ChatStops stops = chat_stops(s.opt.chat_template, *s.tokenizer);
+  s.chat_end_tokens = std::move(stops.tokens);
+  s.chat_stop_texts = std::move(stops.texts);
+  s.created_unix = static_cast<std::int64_t>(session_clock_now());
   s.load_index();
   s.thread = std::thread([&s] {
     oneapi::tbb::task_arena arena(s.opt.threads > 0 ? s.opt.threads : oneapi::tbb::task_arena::automatic);
@@ -118,6 +123,17 @@ Engine::~Engine() {
 const std::string& Engine::model_name() const noexcept { return state_->opt.model_name; }
 
 const RequestLimits& Engine::limits() const noexcept { return state_->opt.limits; }
+
+nlohmann::json Engine::model_card() const {
+  const State& s = *state_;
+  nlohmann::json meta = s.opt.model_details;
+  meta["chat_template"] = s.opt.chat_template.name();
+  return {{"id", s.opt.model_name},
+          {"object", "model"},
+          {"created", s.created_unix},
+          {"owned_by", "kvstream"},
+          {"meta", std::move(meta)}};
+}
 
 bool Engine::shutting_down() const noexcept {
   std::lock_guard lk(state_->mu);
@@ -149,13 +165,34 @@ std::shared_ptr<Job> Engine::submit(CompletionRequest request) {
         fmt::format("prompt and max_tokens need up to {} KV pages, the whole pool holds {} (--pool-mib)",
                     s.pages_bound(tokens.size() + 1 + request.max_tokens), s.pages_max));
   }
-  auto job = std::make_shared<Job>(std::move(request), std::move(tokens));
-  {
-    std::lock_guard lk(s.mu);
-    if (s.stopping) throw ApiError(503, "", "the server is shutting down");
-    s.incoming.push_back(job);
+  return s.enqueue(std::make_shared<Job>(Job::Kind::completion, static_cast<GenerationOptions>(request),
+                                         std::move(tokens)));
+}
+
+std::shared_ptr<Job> Engine::submit_chat(ChatRequest request) {
+  State& s = *state_;
+  const std::string prompt = s.opt.chat_template.render(request.messages);
+  std::vector<std::int32_t> tokens =
+      s.tokenizer->encode(prompt, s.tokenizer->add_bos_default() && s.tokenizer->bos() >= 0, false, true);
+  if (tokens.empty()) throw ApiError(400, "messages", "the conversation encodes to no tokens");
+  if (!request.session && s.pages_bound(tokens.size() + 1 + request.max_tokens) > s.pages_max) {
+    throw ApiError(
+        400, "max_tokens",
+        fmt::format("the conversation and max_tokens need up to {} KV pages, the whole pool holds {} "
+                    "(--pool-mib)",
+                    s.pages_bound(tokens.size() + 1 + request.max_tokens), s.pages_max));
   }
-  s.cv.notify_all();
+  return s.enqueue(
+      std::make_shared<Job>(Job::Kind::chat, static_cast<GenerationOptions>(request), std::move(tokens)));
+}
+
+std::shared_ptr<Job> Engine::State::enqueue(std::shared_ptr<Job> job) {
+  {
+    std::lock_guard lk(mu);
+    if (stopping) throw ApiError(503, "", "the server is shutting down");
+    incoming.push_back(job);
+  }
+  cv.notify_all();
   return job;
 }
 
@@ -163,9 +200,12 @@ std::string Engine::create_session() {
   State& s = *state_;
   std::lock_guard lk(s.mu);
   if (s.stopping) throw ApiError(503, "", "the server is shutting down");
-  if (s.sessions.size() >= s.opt.max_sessions)
-    throw ApiError(429, "session",
-                   fmt::format("{} sessions exist (--max-sessions): delete one first", s.sessions.size()));
+  if (s.sessions.size() >= s.opt.max_sessions) {
+    const std::shared_ptr<Session> victim = s.chat_victim();
+    if (!victim || !s.drop(*victim))
+      throw ApiError(429, "session",
+                     fmt::format("{} sessions exist (--max-sessions): delete one first", s.sessions.size()));
+  }
   std::string id = new_id();
   while (s.sessions.count(id)) id = new_id();
   auto session = s.new_session(id, false);
@@ -197,6 +237,8 @@ nlohmann::json Engine::session_status(const std::string& id) {
       {"kv_bytes", x.where == Session::Where::resident ? x.stats.kv_bytes : 0},
       {"kv_bytes_when_resident", x.stats.kv_bytes},
       {"pages", x.where == Session::Where::resident ? x.stats.pages : 0},
+      {"origin", x.meta.origin},
+      {"history_tokens", x.meta.history ? nlohmann::json(x.meta.history->size()) : nlohmann::json(nullptr)},
   };
   if (!x.problem.empty()) j["error"] = x.problem;
   if (!x.recovery.empty()) j["recovery"] = x.recovery;
@@ -208,7 +250,8 @@ nlohmann::json Engine::list_sessions() {
   std::lock_guard lk(s.mu);
   nlohmann::json data = nlohmann::json::array();
   for (const auto& [id, x] : s.sessions)
-    data.push_back({{"id", id}, {"state", where_name(x->where)}, {"busy", x->busy}});
+    data.push_back(
+        {{"id", id}, {"state", where_name(x->where)}, {"busy", x->busy}, {"origin", x->meta.origin}});
   return {{"object", "list"}, {"data", data}};
 }
 
@@ -225,6 +268,7 @@ void Engine::delete_session(const std::string& id) {
     throw ApiError(500, "session", std::string("could not remove it from the store: ") + e.what());
   }
   if (x.where == Session::Where::resident) s.committed -= x.stats.pages;
+  s.prefix_index.erase(id);
   s.sessions.erase(it);  // a resident decoder releases its pages here
 }
 
@@ -292,6 +336,10 @@ std::string Engine::metrics_text() {
          double(a.refusals));
   metric("kvstream_cancelled_total", "counter", "completions stopped because the client went away",
          double(s.cancelled));
+  metric("kvstream_chat_session_reuses_total", "counter",
+         "chat requests whose conversation continued a session's history", double(s.chat_reuses));
+  metric("kvstream_chat_cached_tokens_total", "counter",
+         "conversation tokens chat requests did not feed again", double(s.chat_cached_tokens));
   metric("kvstream_parks_total", "counter", "sessions parked to the store", double(a.parks));
   metric("kvstream_restores_total", "counter", "sessions restored from the store", double(a.restores));
   metric("kvstream_tokens_generated_total", "counter", "tokens sampled", double(s.tokens_generated));

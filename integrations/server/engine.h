@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "chat_request.h"
+#include "chat_template.h"
 #include "completion_request.h"
 #include "job.h"
 #include "llama/model.h"
@@ -27,9 +29,15 @@ struct EngineOptions {
   std::size_t pool_bytes = std::size_t{256} << 20;  ///< the shared pool's hard limit, bytes
   std::shared_ptr<SessionStore> store;              ///< where idle sessions are parked (required)
   std::filesystem::path scratch_dir;  ///< a local directory for snapshot files on their way to the store
-  std::size_t max_sessions = 4096;    ///< named sessions kept (resident + parked)
+  /// Sessions kept (resident + parked). At the limit a new session replaces the least recently
+  /// used idle chat session; with none, it is refused (429).
+  std::size_t max_sessions = 4096;
   RequestLimits limits;
   std::string model_name = "kvstream";  ///< reported as "model" in answers
+  /// How /v1/chat/completions renders a conversation.
+  ChatTemplate chat_template{ChatTemplate::Kind::chatml};
+  /// Extra facts GET /v1/models reports under "meta" (the model's shape, the cache policy).
+  nlohmann::json model_details = nlohmann::json::object();
   /// Threads of the oneTBB task arena the engine thread decodes in (matrix products, attention);
   /// 0 = every core.
   int threads = 0;
@@ -71,6 +79,13 @@ class Engine {
   /// param "prompt" when the prompt does not fit the budget); admission (session lookup, memory)
   /// happens on the engine thread: wait on the job until its phase leaves `queued`.
   std::shared_ptr<Job> submit(CompletionRequest request);
+  /// Queues a chat completion: renders the messages with the chat template and encodes them
+  /// (BOS as the tokenizer adds it, special tokens parsed). On the engine thread, the job runs on
+  /// `session` when given (its history must be a prefix of the conversation), else on the chat
+  /// session whose whole history the conversation starts with (only the new tokens are fed),
+  /// else on a new chat session. The sampler starts from `seed` (or a random seed) every time, so
+  /// an answer does not depend on whether the conversation was found in a session.
+  std::shared_ptr<Job> submit_chat(ChatRequest request);
 
   /// A new empty session; its id. ApiError 429 when max_sessions exist, 503 while shutting down.
   std::string create_session();
@@ -85,6 +100,8 @@ class Engine {
   std::string metrics_text();
   EngineAccounting accounting();
   const std::string& model_name() const noexcept;
+  /// The model as GET /v1/models lists it: id, object, created, owned_by, meta.
+  nlohmann::json model_card() const;
   const RequestLimits& limits() const noexcept;
 
   /// Stops admitting, ends running requests after their current step (finish_reason

@@ -62,7 +62,8 @@ void Engine::State::run() {
         log(std::string("shutdown: could not finish feeding a prompt: ") + e.what());
       }
       lk.lock();
-      if (a.fed == a.feed_end) a.pending = a.input.back();
+      // As after a failed step: the next unfed token is the pending one, the rest is dropped.
+      a.pending = a.input[a.fed];
     }
     a.done = true;
     a.reason = "shutdown";
@@ -80,26 +81,35 @@ void Engine::State::run() {
   cv.notify_all();
 }
 
+std::shared_ptr<Session> Engine::State::named_session(const std::string& id) const {
+  const auto it = sessions.find(id);
+  if (it == sessions.end()) throw ApiError(404, "session", "unknown session '" + id + "'");
+  const std::shared_ptr<Session>& s = it->second;
+  if (s->where == Session::Where::corrupt)
+    throw ApiError(409, "session", "session '" + id + "' cannot be restored: " + s->problem);
+  if (s->busy) throw ApiError(409, "session", "a request is already running on session '" + id + "'");
+  return s;
+}
+
 void Engine::State::admit(const std::shared_ptr<Job>& job) {
-  const CompletionRequest& r = job->request;
-  std::shared_ptr<Session> s;
+  const GenerationOptions& r = job->request;
+  const bool chat = job->kind == Job::Kind::chat;
+  std::shared_ptr<Session> s, victim;
+  std::size_t matched = 0;  // chat: the conversation's tokens the session's history covers
   std::size_t need = 0;
   try {
-    if (r.session) {
-      const auto it = sessions.find(*r.session);
-      if (it == sessions.end()) throw ApiError(404, "session", "unknown session '" + *r.session + "'");
-      s = it->second;
-      if (s->where == Session::Where::corrupt)
-        throw ApiError(409, "session", "session '" + *r.session + "' cannot be restored: " + s->problem);
-      if (s->busy)
-        throw ApiError(409, "session", "a request is already running on session '" + *r.session + "'");
+    if (chat) {
+      s = chat_session(*job, matched, victim);
+    } else if (r.session) {
+      s = named_session(*r.session);
     } else {
       s = new_session("", true);
     }
-    if (s->meta.pending < 0 && job->prompt_tokens.empty() &&
+    if (!chat && s->meta.pending < 0 && job->tokens.empty() &&
         !(tokenizer->add_bos_default() && tokenizer->bos() >= 0))
       throw ApiError(400, "prompt", "a new stream needs a prompt: this model's tokenizer adds no BOS token");
-    need = pages_bound(std::uint64_t{s->stats.tokens_kept} + job->prompt_tokens.size() + 1 + r.max_tokens);
+    const std::size_t adds = chat ? job->tokens.size() - matched : job->tokens.size();
+    need = pages_bound(std::uint64_t{s->stats.tokens_kept} + adds + 1 + r.max_tokens);
     if (need > pages_max) {
       throw ApiError(400, "max_tokens",
                      fmt::format("this request may need {} KV pages, the whole pool holds {} (--pool-mib)",
@@ -108,12 +118,12 @@ void Engine::State::admit(const std::shared_ptr<Job>& job) {
     auto held = [&] { return s->where == Session::Where::resident && !s->ephemeral ? s->stats.pages : 0; };
     // Park least recently used idle sessions until the reservation fits.
     while (committed - held() + need > pages_max) {
-      Session* victim = nullptr;
+      Session* lru = nullptr;
       for (auto& [id, x] : sessions) {
         if (x.get() == s.get() || x->busy || x->where != Session::Where::resident) continue;
-        if (victim == nullptr || x->lru < victim->lru) victim = x.get();
+        if (lru == nullptr || x->lru < lru->lru) lru = x.get();
       }
-      if (victim == nullptr || !park(*victim)) {
+      if (lru == nullptr || !park(*lru)) {
         ++refusals;
         throw ApiError(
             503, "",
@@ -122,35 +132,66 @@ void Engine::State::admit(const std::shared_ptr<Job>& job) {
                         committed, pages_max));
       }
     }
+    if (victim && !drop(*victim)) {
+      throw ApiError(429, "session",
+                     fmt::format("{} sessions exist (--max-sessions) and the least recently used "
+                                 "chat session could not be removed",
+                                 sessions.size()));
+    }
     if (s->where == Session::Where::parked) restore(*s);  // ApiError on a bad record (`s` is then corrupt)
     committed = committed - held() + need;
   } catch (const ApiError& e) {
     job->refuse(e);
     return;
   }
+  if (chat && !sessions.count(s->meta.id)) sessions[s->meta.id] = s;
+  if (!chat && !s->ephemeral && s->meta.history) {
+    // /v1/completions appends text the chat endpoint cannot account for: from here on the
+    // session has no recorded history, and no conversation can match it.
+    s->meta.history.reset();
+    prefix_index.erase(s->meta.id);
+  }
 
   s->busy = true;
   s->reserved_pages = need;
   s->lru = ++tick;
   ++requests;
-  const std::uint64_t state = r.seed                   ? seeded_state(*r.seed)
-                              : s->meta.rng_state != 0 ? s->meta.rng_state
-                                                       : seeded_state(random_seed());
-  ActiveJob a(job, s, r);
+  // A chat answer depends only on its request (OpenAI's semantics): its sampler never continues
+  // the session's RNG, so finding the conversation in a session changes nothing but the speed.
+  const std::uint64_t state = r.seed                            ? seeded_state(*r.seed)
+                              : !chat && s->meta.rng_state != 0 ? s->meta.rng_state
+                                                                : seeded_state(random_seed());
+  std::vector<std::string> stops = r.stop;
+  if (chat) stops.insert(stops.end(), chat_stop_texts.begin(), chat_stop_texts.end());
+  ActiveJob a(job, s, r, std::move(stops));
   a.sampler.set_rng_state(state);
-  // An empty stream starts with BOS when the tokenizer adds one (as kvstream generate does).
-  const bool fresh = s->meta.pending < 0;
-  const bool with_bos = fresh && tokenizer->add_bos_default() && tokenizer->bos() >= 0;
-  if (!fresh) a.input.push_back(s->meta.pending);
-  if (with_bos) a.input.push_back(tokenizer->bos());
-  a.input.insert(a.input.end(), job->prompt_tokens.begin(), job->prompt_tokens.end());
-  a.prompt_added = job->prompt_tokens.size() + (with_bos ? 1 : 0);
+  a.chat = chat;
+  if (s->meta.history) a.fed_tokens.emplace();
+  if (chat) {
+    // The session's pending token is the history's last one, so feeding resumes right there.
+    a.input.assign(job->tokens.begin() + static_cast<std::ptrdiff_t>(matched > 0 ? matched - 1 : 0),
+                   job->tokens.end());
+    a.prompt_added = job->tokens.size() - matched;
+  } else {
+    // An empty stream starts with BOS when the tokenizer adds one (as kvstream generate does).
+    const bool fresh = s->meta.pending < 0;
+    const bool with_bos = fresh && tokenizer->add_bos_default() && tokenizer->bos() >= 0;
+    if (!fresh) a.input.push_back(s->meta.pending);
+    if (with_bos) a.input.push_back(tokenizer->bos());
+    a.input.insert(a.input.end(), job->tokens.begin(), job->tokens.end());
+    a.prompt_added = job->tokens.size() + (with_bos ? 1 : 0);
+  }
   // With max_tokens 0 the prompt's last token stays pending: the next request feeds it first.
   a.feed_end = r.max_tokens == 0 ? a.input.size() - 1 : a.input.size();
   {
     std::lock_guard jl(job->mu);
     job->phase = Job::Phase::running;
     job->session_id = s->ephemeral ? "" : s->meta.id;
+    job->cached_count = matched > 0 ? matched - 1 : 0;
+  }
+  if (matched > 0) {
+    ++chat_reuses;
+    chat_cached_tokens += matched - 1;
   }
   job->cv.notify_all();
   active.push_back(std::move(a));
@@ -164,6 +205,9 @@ void Engine::State::feed_chunk(ActiveJob& a) {
   const std::size_t n =
       std::max<std::size_t>(1, std::min({a.feed_end - a.fed, room, std::size_t{Decoder::kMaxBatch}}));
   a.logits = d.prefill(std::span(a.input).subspan(a.fed, n));
+  if (a.fed_tokens)
+    a.fed_tokens->insert(a.fed_tokens->end(), a.input.begin() + static_cast<std::ptrdiff_t>(a.fed),
+                         a.input.begin() + static_cast<std::ptrdiff_t>(a.fed + n));
   a.fed += n;
   tokens_prompted += n;
 }
@@ -173,6 +217,14 @@ void Engine::State::sample(ActiveJob& a) {
   ++a.generated;
   ++tokens_generated;
   a.pending = tok;
+  if (a.chat && std::find(chat_end_tokens.begin(), chat_end_tokens.end(), tok) != chat_end_tokens.end()) {
+    // The model ended its turn: the token stays pending, the last of the session's history, which
+    // is what the template writes after this answer when the client sends it back.
+    a.prev = tok;
+    a.done = true;
+    a.reason = "stop";
+    return;
+  }
   // BOS or EOS means the model ended a text and starts another: a blank line, as kvstream
   // generate shows it.
   const bool boundary = tok == tokenizer->bos() || tok == tokenizer->eos();
@@ -252,6 +304,7 @@ void Engine::State::step_all() {
         continue;
       }
       a.logits = decode_batch.logits(i);
+      if (a.fed_tokens) a.fed_tokens->push_back(a.pending);
       a.pending = -1;
       sample(a);
     }
@@ -263,6 +316,7 @@ void Engine::State::retire_done() {
     if (!a.done) continue;
     Session& s = *a.session;
     if (std::string rest = a.stops.take_rest(); !rest.empty()) a.job->publish(std::move(rest));
+    record_history(s, a);
     s.meta.pending = a.pending;
     s.meta.last_token = a.pending;
     s.meta.rng_state = a.sampler.rng_state();
@@ -284,7 +338,7 @@ void Engine::State::retire_done() {
     if (a.reason == "cancelled") ++cancelled;
     {
       std::lock_guard jl(a.job->mu);
-      a.job->prompt_count = a.prompt_added;
+      a.job->prompt_count = a.chat ? a.job->tokens.size() : a.prompt_added;
       a.job->completion_count = a.generated;
     }
     a.job->finish(a.reason, a.why);

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -19,6 +20,7 @@
 #include "kvcache/page_pool.h"
 #include "llama/decode_batch.h"
 #include "llama/sampler.h"
+#include "prefix_index.h"
 #include "session_record.h"
 #include "text_stops.h"
 
@@ -43,8 +45,12 @@ struct Session {
 
 /// A running request (engine thread only).
 struct ActiveJob {
-  ActiveJob(std::shared_ptr<Job> j, std::shared_ptr<Session> s, const CompletionRequest& r)
-      : job(std::move(j)), session(std::move(s)), sampler({r.temperature, r.top_p, 1}), stops(r.stop) {}
+  ActiveJob(std::shared_ptr<Job> j, std::shared_ptr<Session> s, const GenerationOptions& r,
+            std::vector<std::string> stop)
+      : job(std::move(j)),
+        session(std::move(s)),
+        sampler({r.temperature, r.top_p, 1}),
+        stops(std::move(stop)) {}
 
   std::shared_ptr<Job> job;
   std::shared_ptr<Session> session;
@@ -59,6 +65,9 @@ struct ActiveJob {
   std::uint32_t generated = 0;
   std::uint64_t prompt_added = 0;  ///< tokens this request adds to the stream before generating
   bool prefilled = false;          ///< input[0, feed_end) is fed
+  bool chat = false;               ///< a chat request: end-of-turn tokens end it, no blank lines
+  /// Tokens this request fed to the cache, in order, kept when the session records its history.
+  std::optional<std::vector<std::int32_t>> fed_tokens;
   bool done = false;
   std::string reason, why;  ///< finish_reason and error text once done
 };
@@ -88,6 +97,12 @@ struct Engine::State {
   std::uint64_t tick = 0;
   bool stopping = false, stopped = false;
   std::vector<ActiveJob> active;  ///< engine thread only
+  /// Chat sessions by their whole history, so that a stateless client's next turn continues its
+  /// session (under `mu`; only "chat" sessions with a known history are in it).
+  PrefixIndex prefix_index;
+  /// What ends a chat answer (chat_stops of the template and tokenizer).
+  std::vector<std::int32_t> chat_end_tokens;
+  std::vector<std::string> chat_stop_texts;
   /// The decode step of all running requests (engine thread only), with its argument buffers
   /// (reused: no allocation per step).
   kvcache::llama::DecodeBatch decode_batch{model, kMaxDecodeRows};
@@ -97,10 +112,13 @@ struct Engine::State {
 
   // Counters for /metrics (the atomic ones are bumped by the engine thread without the lock).
   std::uint64_t parks = 0, restores = 0, refusals = 0, requests = 0, cancelled = 0, overruns = 0;
+  std::uint64_t chat_reuses = 0,
+                chat_cached_tokens = 0;  ///< chat requests that continued a session, tokens not fed again
   std::atomic<std::uint64_t> tokens_generated{0}, tokens_prompted{0}, decode_steps{0}, decode_rows{0};
   std::deque<std::pair<double, std::uint64_t>> rate_window;  ///< (seconds, tokens_generated) samples
 
   std::thread thread;
+  std::int64_t created_unix = 0;  ///< when the engine started (GET /v1/models "created")
 
   void log(const std::string& line) const;
   /// Upper bound of the pages a cache of `tokens` tokens (before the budget caps it) holds.
@@ -119,8 +137,23 @@ struct Engine::State {
   void load_index();
 
   // engine.cc
+  /// Queues `job` for admission (ApiError 503 while shutting down).
+  std::shared_ptr<Job> enqueue(std::shared_ptr<Job> job);
   void run();
   void admit(const std::shared_ptr<Job>& job);
+  /// The session named `id`, able to take a request: ApiError 404 (unknown), 409 (corrupt, busy).
+  std::shared_ptr<Session> named_session(const std::string& id) const;
+  /// The session a chat job runs on and how many of its tokens the session's history covers:
+  /// the named session (ApiError 409 when its history is not recorded, 400 when the conversation
+  /// does not continue it), else the chat session the prefix index finds, else a new chat session
+  /// (not yet in `sessions`; `victim` is then the chat session to drop to stay within
+  /// max_sessions, or null). Changes nothing.
+  std::shared_ptr<Session> chat_session(const Job& job, std::size_t& matched,
+                                        std::shared_ptr<Session>& victim);
+  /// The least recently used idle chat session, dropped to make room for a new session (null: none).
+  std::shared_ptr<Session> chat_victim() const;
+  /// Removes `s` (idle) and its record. False (logged, nothing changed) when the store fails.
+  bool drop(Session& s);
   /// One scheduling round over the running requests (engine thread, without the lock): a prompt
   /// chunk for those still feeding, one decode step for the others.
   void step_all();
@@ -132,6 +165,8 @@ struct Engine::State {
   void sample(ActiveJob& a);
   /// Hands finished requests back: session state, reservations, the job's answer (with the lock).
   void retire_done();
+  /// After a request on `s` ended: its new history from what `a` fed, and its prefix index entry.
+  void record_history(Session& s, const ActiveJob& a);
   void refresh(Session& s) const;
 };
 

@@ -6,10 +6,12 @@
 
 #include <chrono>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <thread>
 
 #include "kvcache/error.h"
+#include "openai_objects.h"
 
 namespace kvserve {
 namespace {
@@ -32,9 +34,9 @@ void send_error(httplib::Response& res, const ApiError& e, int retry_after_s) {
   res.set_content(error_body(e.status, e.param, e.what()), "application/json");
 }
 
-std::string completion_id() {
+std::string answer_id(const char* prefix) {
   std::random_device rd;
-  return fmt::format("cmpl-{:08x}{:08x}", rd(), rd());
+  return fmt::format("{}-{:08x}{:08x}", prefix, rd(), rd());
 }
 
 std::int64_t unix_seconds() {
@@ -42,25 +44,20 @@ std::int64_t unix_seconds() {
       .count();
 }
 
-// One OpenAI text_completion object (a whole answer, or one event of a stream).
-json completion_object(const std::string& id, std::int64_t created, const std::string& model,
-                       const std::string& text, const json& finish_reason) {
-  return {{"id", id},
-          {"object", "text_completion"},
-          {"created", created},
-          {"model", model},
-          {"choices",
-           json::array(
-               {{{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_reason}}})}};
+// Blocks until the engine admitted or refused `job`; the refusal, if any.
+std::optional<ApiError> wait_admitted(Job& job) {
+  std::unique_lock lk(job.mu);
+  job.cv.wait(lk, [&] { return job.phase != Job::Phase::queued; });
+  return job.refused;
 }
 
-// Usage, session and error fields of a finished job (call with job.mu held).
-void add_outcome(json& j, const Job& job) {
-  j["usage"] = {{"prompt_tokens", job.prompt_count},
-                {"completion_tokens", job.completion_count},
-                {"total_tokens", job.prompt_count + job.completion_count}};
-  if (!job.session_id.empty()) j["session"] = job.session_id;
-  if (!job.error.empty()) j["error"] = {{"message", job.error}, {"type", "server_error"}};
+// Blocks until `job` is done; its text.
+std::string wait_text(Job& job) {
+  std::unique_lock lk(job.mu);
+  job.cv.wait(lk, [&] { return job.phase == Job::Phase::done; });
+  std::string text;
+  for (const std::string& piece : job.pieces) text += piece;
+  return text;
 }
 
 }  // namespace
@@ -90,10 +87,28 @@ void HttpServer::stop() {
   http_->stop();
 }
 
+// The events of a streamed answer, as data strings: `opening` before the first token's,
+// one per released piece, then `closing` (given the finished job, its lock held) and [DONE].
+struct HttpServer::EventStream {
+  std::function<std::vector<std::string>()> opening;
+  std::function<std::string(const std::string& piece)> piece;
+  std::function<std::vector<std::string>(const Job& job)> closing;
+};
+
 void HttpServer::routes() {
   httplib::Server& h = *http_;
   const int retry = opt_.retry_after_s;
   const std::size_t max_body = opt_.max_body_bytes;
+
+  // A POST without Content-Length or chunked encoding (curl -X POST with no data) has no body, but
+  // httplib 0.11 reads one until the client closes, which it never does: the client got a bare
+  // 400 after the read timeout. Saying the body is empty lets every endpoint answer at once, with
+  // what it is missing. (httplib's Request is not const; only this callback's view of it is.)
+  h.set_pre_routing_handler([](const httplib::Request& req, httplib::Response&) {
+    if (req.method == "POST" && !req.has_header("Content-Length") && !req.has_header("Transfer-Encoding"))
+      const_cast<httplib::Request&>(req).set_header("Content-Length", "0");
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
 
   // Bodies for the errors httplib answers itself (unknown path, oversized body, ...).
   h.set_error_handler([max_body](const httplib::Request& req, httplib::Response& res) {
@@ -129,16 +144,31 @@ void HttpServer::routes() {
     res.set_content(engine_.metrics_text(), "text/plain; version=0.0.4");
   });
   h.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(
-        dump(
-            {{"object", "list"},
-             {"data",
-              json::array({{{"id", engine_.model_name()}, {"object", "model"}, {"owned_by", "kvstream"}}})}}),
-        "application/json");
+    res.set_content(dump({{"object", "list"}, {"data", json::array({engine_.model_card()})}}),
+                    "application/json");
+  });
+  h.Get("/v1/models/(.+)", [this, retry](const httplib::Request& req, httplib::Response& res) {
+    if (req.matches[1].str() != engine_.model_name()) {
+      send_error(res,
+                 ApiError(404, "model",
+                          "unknown model '" + req.matches[1].str() + "': this server runs '" +
+                              engine_.model_name() + "'"),
+                 retry);
+      return;
+    }
+    res.set_content(dump(engine_.model_card()), "application/json");
   });
 
-  h.Post("/v1/sessions", [this, retry](const httplib::Request&, httplib::Response& res) {
+  h.Post("/v1/sessions", [this, retry](const httplib::Request& req, httplib::Response& res) {
     try {
+      // No body, an empty one or an empty object: the endpoint takes no fields.
+      if (req.body.find_first_not_of(" \t\r\n") != std::string::npos) {
+        const json body = parse_body_object(req.body, "no body, or an empty JSON object");
+        if (!body.empty()) {
+          throw ApiError(400, body.begin().key(),
+                         "POST /v1/sessions takes no fields (got '" + body.begin().key() + "')");
+        }
+      }
       const std::string id = engine_.create_session();
       res.status = 201;
       res.set_content(dump(engine_.session_status(id)), "application/json");
@@ -174,74 +204,139 @@ void HttpServer::routes() {
       send_error(res, e, retry);
       return;
     }
-    {
-      std::unique_lock lk(job->mu);
-      job->cv.wait(lk, [&] { return job->phase != Job::Phase::queued; });
-      if (job->refused) {
-        send_error(res, *job->refused, retry);
-        return;
-      }
+    if (const std::optional<ApiError> refused = wait_admitted(*job)) {
+      send_error(res, *refused, retry);
+      return;
     }
-    const std::string id = completion_id();
-    const std::int64_t created = unix_seconds();
-    const std::string model = engine_.model_name();
-
+    const AnswerIdentity a{answer_id("cmpl"), unix_seconds(), engine_.model_name()};
     if (!job->request.stream) {
-      std::unique_lock lk(job->mu);
-      job->cv.wait(lk, [&] { return job->phase == Job::Phase::done; });
+      const std::string text = wait_text(*job);
+      std::lock_guard lk(job->mu);
       if (job->finish_reason == "error") {
         res.status = 500;
         res.set_content(error_body(500, "", "generation failed: " + job->error), "application/json");
         return;
       }
-      std::string text;
-      for (const std::string& piece : job->pieces) text += piece;
-      json j = completion_object(id, created, model, text, job->finish_reason);
+      json j = completion_object(a, text, job->finish_reason);
       add_outcome(j, *job);
       res.set_content(dump(j), "application/json");
       return;
     }
+    stream(res, job,
+           {[] { return std::vector<std::string>{}; },
+            [a](const std::string& piece) { return dump(completion_object(a, piece, nullptr)); },
+            [a](const Job& done) {
+              json last = completion_object(a, "", done.finish_reason);
+              add_outcome(last, done);
+              return std::vector<std::string>{dump(last)};
+            }});
+  });
 
-    ++open_responses_;
-    res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [job, id, created, model](std::size_t, httplib::DataSink& sink) {
-          std::vector<std::string> pieces;
-          bool done = false;
-          json last;
-          {
-            std::unique_lock lk(job->mu);
-            job->cv.wait_for(lk, std::chrono::milliseconds(200),
-                             [&] { return !job->pieces.empty() || job->phase == Job::Phase::done; });
-            pieces.swap(job->pieces);
-            done = job->phase == Job::Phase::done;
-            if (done) {
-              last = completion_object(id, created, model, "", job->finish_reason);
-              add_outcome(last, *job);
-            }
-          }
-          auto send = [&](const std::string& data) {
-            const std::string event = "data: " + data + "\n\n";
-            return sink.write(event.data(), event.size());
-          };
-          for (const std::string& piece : pieces) {  // one event per token, as OpenAI streams
-            if (!send(dump(completion_object(id, created, model, piece, nullptr)))) {
-              job->cancelled = true;  // the client went away: the engine stops this stream
+  h.Post("/v1/chat/completions", [this, retry](const httplib::Request& req, httplib::Response& res) {
+    std::shared_ptr<Job> job;
+    bool include_usage = false;
+    try {
+      ChatRequest r = parse_chat_request(req.body, engine_.limits());
+      include_usage = r.include_usage;
+      job = engine_.submit_chat(std::move(r));
+    } catch (const ApiError& e) {
+      send_error(res, e, retry);
+      return;
+    }
+    if (const std::optional<ApiError> refused = wait_admitted(*job)) {
+      send_error(res, *refused, retry);
+      return;
+    }
+    const AnswerIdentity a{answer_id("chatcmpl"), unix_seconds(), engine_.model_name()};
+    if (!job->request.stream) {
+      const std::string text = wait_text(*job);
+      std::lock_guard lk(job->mu);
+      if (job->finish_reason == "error") {
+        res.status = 500;
+        res.set_content(error_body(500, "", "generation failed: " + job->error), "application/json");
+        return;
+      }
+      res.set_content(dump(chat_completion(a, text, *job)), "application/json");
+      return;
+    }
+    // With include_usage every chunk carries "usage": null and one last chunk, with no choices,
+    // carries the usage (OpenAI's stream_options).
+    const auto chunk = [a, include_usage](json delta, const json& finish_reason) {
+      json c = chat_chunk(a, std::move(delta), finish_reason);
+      if (include_usage) c["usage"] = nullptr;
+      return c;
+    };
+    stream(res, job,
+           {[chunk] {
+              return std::vector<std::string>{dump(chunk({{"role", "assistant"}, {"content", ""}}, nullptr))};
+            },
+            [chunk](const std::string& piece) {
+              return dump(chunk({{"content", piece}}, nullptr));
+            },
+            [a, chunk, include_usage](const Job& done) {
+              json last = chunk(json::object(), done.finish_reason);
+              if (!done.session_id.empty()) last["session"] = done.session_id;
+              if (!done.error.empty()) last["error"] = {{"message", done.error}, {"type", "server_error"}};
+              std::vector<std::string> events{dump(last)};
+              if (include_usage) {
+                json usage = chat_chunk(a, json::object(), nullptr);
+                usage["choices"] = json::array();
+                usage["usage"] = usage_object(done);
+                events.push_back(dump(usage));
+              }
+              return events;
+            }});
+  });
+}
+
+void HttpServer::stream(httplib::Response& res, std::shared_ptr<Job> job, EventStream events) {
+  ++open_responses_;
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [job, events = std::move(events), opened = false](std::size_t, httplib::DataSink& sink) mutable {
+        auto send = [&](const std::string& data) {
+          const std::string event = "data: " + data + "\n\n";
+          return sink.write(event.data(), event.size());
+        };
+        if (!opened) {
+          opened = true;
+          for (const std::string& e : events.opening()) {
+            if (!send(e)) {
+              job->cancelled = true;
               return false;
             }
           }
-          if (done) {
-            if (!send(dump(last)) || !send("[DONE]")) return false;
-            sink.done();
+        }
+        std::vector<std::string> pieces, closing;
+        bool done = false;
+        {
+          std::unique_lock lk(job->mu);
+          job->cv.wait_for(lk, std::chrono::milliseconds(200),
+                           [&] { return !job->pieces.empty() || job->phase == Job::Phase::done; });
+          pieces.swap(job->pieces);
+          done = job->phase == Job::Phase::done;
+          if (done) closing = events.closing(*job);
+        }
+        for (const std::string& piece : pieces) {  // one event per token, as OpenAI streams
+          if (!send(events.piece(piece))) {
+            job->cancelled = true;  // the client went away: the engine stops this stream
+            return false;
           }
-          return true;
-        },
-        [this, job](bool success) {
-          if (!success) job->cancelled = true;
-          --open_responses_;
-        });
-  });
+        }
+        if (done) {
+          for (const std::string& e : closing) {
+            if (!send(e)) return false;
+          }
+          if (!send("[DONE]")) return false;
+          sink.done();
+        }
+        return true;
+      },
+      [this, job](bool success) {
+        if (!success) job->cancelled = true;
+        --open_responses_;
+      });
 }
 
 }  // namespace kvserve

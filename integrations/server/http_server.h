@@ -2,9 +2,11 @@
 //
 //   POST   /v1/completions      prompt, max_tokens, temperature, top_p, seed, stop, stream (server-
 //                               sent events), session (continue that session's stream)
+//   POST   /v1/chat/completions messages, max_tokens / max_completion_tokens, temperature, top_p,
+//                               seed, stop, stream, stream_options.include_usage, session
 //   POST   /v1/sessions         create a session; GET /v1/sessions lists them
 //   GET    /v1/sessions/{id}    state, kept / pinned / evicted counts, KV bytes; DELETE ends it
-//   GET    /v1/models, /health, /metrics (Prometheus text)
+//   GET    /v1/models (and /v1/models/{id}), /health, /metrics (Prometheus text)
 #pragma once
 
 #include <atomic>
@@ -16,7 +18,8 @@
 
 namespace httplib {
 class Server;
-}
+struct Response;
+}  // namespace httplib
 
 namespace kvserve {
 
@@ -46,7 +49,10 @@ class HttpServer {
   void stop();
 
  private:
+  struct EventStream;
   void routes();
+  /// Answers with `job`'s events as server-sent events (one per released piece) as they come.
+  void stream(httplib::Response& res, std::shared_ptr<Job> job, EventStream events);
   Engine& engine_;
   HttpOptions opt_;
   std::unique_ptr<httplib::Server> http_;

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "completion_request.h"
+#include "request_fields.h"
 
 namespace kvserve {
 
@@ -19,24 +19,32 @@ namespace kvserve {
 /// Thread safety: the methods lock `mu`.
 struct Job {
   enum class Phase { queued, running, done };
+  /// completion: `tokens` are appended to the session's stream (after BOS on a new one);
+  /// chat: `tokens` are the whole conversation, BOS included, and the session's history must be
+  /// a prefix of them (only the rest is fed).
+  enum class Kind { completion, chat };
 
-  explicit Job(CompletionRequest r, std::vector<std::int32_t> tokens)
-      : request(std::move(r)), prompt_tokens(std::move(tokens)) {}
+  Job(Kind k, GenerationOptions r, std::vector<std::int32_t> t)
+      : kind(k), request(std::move(r)), tokens(std::move(t)) {}
 
-  const CompletionRequest request;
-  const std::vector<std::int32_t> prompt_tokens;  ///< the prompt encoded without BOS
+  const Kind kind;
+  const GenerationOptions request;
+  const std::vector<std::int32_t> tokens;  ///< see Kind
   const std::chrono::steady_clock::time_point submitted = std::chrono::steady_clock::now();
   std::atomic<bool> cancelled{false};  ///< the client went away: stop at the next step
 
   std::mutex mu;
   std::condition_variable cv;
   Phase phase = Phase::queued;
-  std::optional<ApiError> refused;     ///< set with phase done when the job was never admitted
-  std::vector<std::string> pieces;     ///< released text not yet read by the HTTP side, one per token
-  std::string finish_reason;           ///< "stop", "length", "cancelled", "shutdown" or "error"
-  std::string error;                   ///< what went wrong when finish_reason is "error"
-  std::string session_id;              ///< the session it ran on ("" for a one-off stream)
-  std::uint64_t prompt_count = 0;      ///< prompt tokens this request added (and BOS on a new stream)
+  std::optional<ApiError> refused;  ///< set with phase done when the job was never admitted
+  std::vector<std::string> pieces;  ///< released text not yet read by the HTTP side, one per token
+  std::string finish_reason;        ///< "stop", "length", "cancelled", "shutdown" or "error"
+  std::string error;                ///< what went wrong when finish_reason is "error"
+  std::string session_id;           ///< the session it ran on ("" for a one-off stream)
+  /// completion: prompt tokens this request added (and BOS on a new stream); chat: the whole
+  /// conversation's tokens, as OpenAI counts prompt_tokens.
+  std::uint64_t prompt_count = 0;
+  std::uint64_t cached_count = 0;      ///< chat: conversation tokens the session held already (not fed again)
   std::uint64_t completion_count = 0;  ///< tokens sampled for this request
 
   /// Engine side: publish released text (one token's, usually) and wake the reader.

@@ -2,6 +2,7 @@
 // restoring, and reading the store's index at startup.
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -124,6 +125,13 @@ void Engine::State::load_index() {
         throw kvcache::FormatError("session record " + id + ": holds session " + s->meta.id);
       if (s->meta.model != fingerprint)
         throw kvcache::FormatError("session record " + id + ": made with model '" + s->meta.model + "'");
+      if (s->meta.history) {
+        for (const std::int32_t t : *s->meta.history) {
+          if (t < 0 || static_cast<std::uint32_t>(t) >= tokenizer->vocab_size())
+            throw kvcache::FormatError("session record " + id + ": its history holds token " +
+                                       std::to_string(t) + ", outside the vocabulary");
+        }
+      }
       s->stats.tokens_seen = s->meta.tokens_seen;
       s->stats.tokens_evicted = s->meta.tokens_evicted;
       s->stats.tokens_kept = s->meta.tokens_kept;
@@ -134,6 +142,8 @@ void Engine::State::load_index() {
       s->problem = e.what();
       log("session " + id + " is corrupt and will not be loaded: " + e.what());
     }
+    if (s->where == Session::Where::parked && s->meta.origin == "chat" && s->meta.history)
+      prefix_index.put(id, *s->meta.history);
     sessions[id] = std::move(s);
   }
   for (const auto& [id, note] : torn) {  // a torn write and no complete record before it
@@ -144,6 +154,13 @@ void Engine::State::load_index() {
     s->problem = "its only record was torn mid-write";
     sessions[id] = std::move(s);
   }
+  // Parking and chat-session replacement go least recently used first, across restarts too.
+  std::vector<Session*> by_use;
+  for (const auto& [id, s] : sessions) by_use.push_back(s.get());
+  std::stable_sort(by_use.begin(), by_use.end(), [](const Session* a, const Session* b) {
+    return a->meta.last_used_unix < b->meta.last_used_unix;
+  });
+  for (Session* s : by_use) s->lru = ++tick;
   std::size_t parked = 0, corrupt = 0;
   for (const auto& [id, s] : sessions) ++(s->where == Session::Where::corrupt ? corrupt : parked);
   log("store " + opt.store->describe() + ": " + std::to_string(parked) + " sessions to resume, " +

@@ -10,7 +10,7 @@ namespace kvserve {
 namespace {
 
 constexpr char kMagic[8] = {'K', 'V', 'S', 'E', 'S', 'S', 'N', '\0'};
-constexpr std::uint32_t kVersion = 1;
+constexpr std::uint32_t kVersion = 2;
 
 std::uint64_t fnv1a(std::span<const std::byte> data) {
   std::uint64_t h = 0xcbf29ce484222325ull;
@@ -50,6 +50,8 @@ std::vector<std::byte> encode_record(const SessionMeta& m, std::span<const std::
       {"tokens_kept", m.tokens_kept},
       {"tokens_pinned", m.tokens_pinned},
       {"kv_bytes", m.kv_bytes},
+      {"origin", m.origin},
+      {"history", m.history ? nlohmann::json(*m.history) : nlohmann::json(nullptr)},
   };
   const std::string text = j.dump();
   std::vector<std::byte> out;
@@ -84,7 +86,7 @@ SessionRecord decode_record(std::span<const std::byte> blob, const std::string& 
   };
   std::uint32_t version = 0, meta_len = 0;
   get(version);
-  if (version != kVersion) fail("unsupported version " + std::to_string(version));
+  if (version != 1 && version != kVersion) fail("unsupported version " + std::to_string(version));
   get(meta_len);
   const std::size_t body = blob.size() - 8;
   if (meta_len > body - at - 8) fail("meta length " + std::to_string(meta_len) + " exceeds the record");
@@ -115,8 +117,22 @@ SessionRecord decode_record(std::span<const std::byte> blob, const std::string& 
     m.tokens_kept = j.at("tokens_kept").get<std::uint32_t>();
     m.tokens_pinned = j.at("tokens_pinned").get<std::uint32_t>();
     m.kv_bytes = j.at("kv_bytes").get<std::size_t>();
+    if (version == 1) {
+      m.origin = "api";
+      m.history = m.pending < 0 ? std::optional(std::vector<std::int32_t>{}) : std::nullopt;
+    } else {
+      m.origin = j.at("origin").get<std::string>();
+      const nlohmann::json& h = j.at("history");
+      m.history = h.is_null() ? std::nullopt : std::optional(h.get<std::vector<std::int32_t>>());
+    }
   } catch (const nlohmann::json::exception& e) {
     fail(std::string("bad meta: ") + e.what());
+  }
+  if (r.meta.origin != "api" && r.meta.origin != "chat") fail("unknown origin '" + r.meta.origin + "'");
+  if (r.meta.history) {
+    const std::vector<std::int32_t>& h = *r.meta.history;
+    if (h.empty() ? r.meta.pending >= 0 : h.back() != r.meta.pending)
+      fail("its token history (" + std::to_string(h.size()) + " tokens) does not end with its pending token");
   }
   const auto* s = blob.data() + at;
   r.snapshot.assign(s, s + snap_len);

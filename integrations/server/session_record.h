@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -29,10 +30,19 @@ struct SessionMeta {
   std::uint64_t tokens_seen = 0, tokens_evicted = 0;
   std::uint32_t tokens_kept = 0, tokens_pinned = 0;
   std::size_t kv_bytes = 0;  ///< bytes of pages it held
+  /// "api" (made by POST /v1/sessions, kept until deleted) or "chat" (made by a stateless chat
+  /// request: found by the prefix index, dropped least recently used first at --max-sessions).
+  std::string origin = "api";
+  /// Every token of the stream in order (fed, then the pending one), while every request on it
+  /// was a chat request; nullopt once /v1/completions continued it (the chat endpoint then
+  /// refuses it: it cannot check a conversation against a history it does not have).
+  std::optional<std::vector<std::int32_t>> history = std::vector<std::int32_t>{};
 };
 
-/// Layout: char[8] "KVSESSN\0" | u32 version (1) | u32 meta length | meta as JSON |
+/// Layout: char[8] "KVSESSN\0" | u32 version (2) | u32 meta length | meta as JSON |
 /// u64 snapshot length | snapshot (StreamCache::save's file) | u64 FNV-1a-64 of everything before.
+/// Version 2 added "origin" and "history" (an array of token ids, or null) to the meta; version 1
+/// records still decode, as "api" sessions whose history is known only when their stream is empty.
 std::vector<std::byte> encode_record(const SessionMeta& meta, std::span<const std::byte> snapshot);
 
 struct SessionRecord {
@@ -41,7 +51,8 @@ struct SessionRecord {
 };
 
 /// Parses a blob from encode_record. Throws kvcache::FormatError naming `where` and what is wrong
-/// (truncated, bad magic or version, checksum mismatch, a missing or mistyped meta field).
+/// (truncated, bad magic or version, checksum mismatch, a missing or mistyped meta field, an
+/// unknown origin, a history that does not end with the pending token).
 SessionRecord decode_record(std::span<const std::byte> blob, const std::string& where);
 
 }  // namespace kvserve

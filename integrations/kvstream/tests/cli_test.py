@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """CLI tests of `kvstream sweep`, `inspect`, `bench`, `compare` and GGUF models (registered with CTest; stdlib only).
 
-Usage: cli_test.py {sweep|inspect|gguf|bench|compare} --kvstream BIN --model M --tokenizer T --text F [--gguf G]
+Usage: cli_test.py {sweep|inspect|gguf|chat_template|bench|compare} --kvstream BIN --model M --tokenizer T --text F [--gguf G]
 Each test runs the binary into a temporary directory and checks what it wrote. A PNG is required
 only when an interpreter kvstream would use (python3, /usr/bin/python3) can import matplotlib;
 otherwise the test checks the warning instead and says that the PNG check was skipped.
@@ -11,6 +11,8 @@ import csv
 import json
 import math
 import os
+import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -221,6 +223,90 @@ def test_gguf(a, tmp):
     check("gguf llama" in p.stdout and "f32 x48" in p.stdout, f"inspect stdout: {p.stdout[:300]}")
 
 
+def gguf_with_chat_template(src, dst, template):
+    """Copies the GGUF file `src` to `dst` with tokenizer.chat_template = `template` added (the
+    tensor data moves to the new, aligned data offset; tensor offsets are relative to it)."""
+    with open(src, "rb") as f:
+        b = f.read()
+    magic, version, n_tensors, n_kv = struct.unpack_from("<4sIQQ", b, 0)
+    check(magic == b"GGUF", f"{src} is not a GGUF file")
+    at = 24
+    fixed = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+    def string(at):
+        (n,) = struct.unpack_from("<Q", b, at)
+        return b[at + 8:at + 8 + n], at + 8 + n
+
+    def value(t, at):
+        if t in fixed:
+            return at + fixed[t]
+        if t == 8:
+            return string(at)[1]
+        et, count = struct.unpack_from("<IQ", b, at)
+        at += 12
+        for _ in range(count):
+            at = value(et, at)
+        return at
+
+    alignment = 32
+    for _ in range(n_kv):
+        key, at = string(at)
+        (t,) = struct.unpack_from("<I", b, at)
+        if key == b"general.alignment":
+            (alignment,) = struct.unpack_from("<I", b, at + 4)
+        at = value(t, at + 4)
+    kv_end = at
+    for _ in range(n_tensors):
+        _, at = string(at)
+        (n_dims,) = struct.unpack_from("<I", b, at)
+        at += 4 + 8 * n_dims + 4 + 8
+    infos_end = at
+    data = b[(infos_end + alignment - 1) // alignment * alignment:]
+    key, text = b"tokenizer.chat_template", template.encode()
+    kv = struct.pack("<Q", len(key)) + key + struct.pack("<IQ", 8, len(text)) + text
+    head = struct.pack("<4sIQQ", magic, version, n_tensors, n_kv + 1) + b[24:kv_end] + kv + b[kv_end:infos_end]
+    head += b"\0" * (-len(head) % alignment)
+    with open(dst, "wb") as f:
+        f.write(head + data)
+
+
+def serve_startup(a, model, tmp, *flags):
+    """Starts `kvstream serve` on `model`; (exit status, stderr) once it stopped: at SIGTERM after
+    its listening line, or on its own when it refuses to start."""
+    proc = subprocess.Popen([a.kvstream, "serve", "--model", model, "--port", "0", "--state-dir",
+                             os.path.join(tmp, "state"), *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if proc.stdout.readline():
+        proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err
+
+
+def test_chat_template(a, tmp):
+    """`kvstream serve` reads the GGUF's tokenizer.chat_template: a known family is used, an
+    unknown one stops it with an error naming the template, --chat-template overrides both, and
+    a model without one gets chatml."""
+    gemma = ("{% for message in messages %}{{ '<start_of_turn>' + message['role'] + '\\n' + message['content'] | trim "
+             "+ '<end_of_turn>\\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\\n'}}{% endif %}")
+    known = os.path.join(tmp, "gemma.gguf")
+    gguf_with_chat_template(a.gguf, known, gemma)
+    code, err = serve_startup(a, known, tmp)
+    check(code == 0 and "chat template gemma (the model's tokenizer.chat_template)" in err, f"gemma: {code} {err}")
+    # The copy is still the same model.
+    gen = ["generate", "-n", "30", "--temperature", "0", "-q"]
+    check(run([a.kvstream, *gen, "--model", known]).stdout == run([a.kvstream, *gen, "--model", a.gguf]).stdout,
+          "the model with a chat template added generates other text")
+    unknown = os.path.join(tmp, "unknown.gguf")
+    gguf_with_chat_template(a.gguf, unknown, "{{ messages | alpaca }}")
+    code, err = serve_startup(a, unknown, tmp)
+    check(code == 1 and '"{{ messages | alpaca }}"' in err and "--chat-template NAME" in err
+          and unknown in err, f"unknown template: {code} {err}")
+    code, err = serve_startup(a, unknown, tmp, "--chat-template", "zephyr")
+    check(code == 0 and "chat template zephyr (--chat-template)" in err, f"--chat-template: {code} {err}")
+    code, err = serve_startup(a, a.gguf, tmp)
+    check(code == 0 and "chat template chatml (default: the model has no chat template)" in err, f"default: {err}")
+
+
 def test_bench(a, tmp):
     """`kvstream bench` on tiny depths: valid JSON with every field and positive rates; --threads
     validated with one clear line; greedy text the same with 1 and 2 threads."""
@@ -315,16 +401,16 @@ def test_compare(a, tmp):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("test", choices=("sweep", "inspect", "gguf", "bench", "compare"))
+    ap.add_argument("test", choices=("sweep", "inspect", "gguf", "chat_template", "bench", "compare"))
     ap.add_argument("--kvstream", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--tokenizer", required=True)
     ap.add_argument("--text", required=True)
-    ap.add_argument("--gguf", help="the model as a GGUF file (test gguf)")
+    ap.add_argument("--gguf", help="the model as a GGUF file (tests gguf, chat_template)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix=f"kvstream-{a.test}-") as tmp:
-        {"sweep": test_sweep, "inspect": test_inspect, "gguf": test_gguf, "bench": test_bench,
-         "compare": test_compare}[a.test](a, tmp)
+        {"sweep": test_sweep, "inspect": test_inspect, "gguf": test_gguf, "chat_template": test_chat_template,
+         "bench": test_bench, "compare": test_compare}[a.test](a, tmp)
     print(f"PASS: kvstream {a.test}")
 
 

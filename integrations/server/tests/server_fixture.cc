@@ -1,8 +1,13 @@
 #include "server_fixture.h"
 
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
+#include <functional>
 #include <random>
 
 #include "directory_store.h"
@@ -50,13 +55,14 @@ TempDir::TempDir() : path(temp_base() / ("kvserve_test_" + std::to_string(std::r
 TempDir::~TempDir() { fs::remove_all(path); }
 
 TestServer::TestServer(const fs::path& state_dir, double pool_mib, kvcache::llama::CacheOptions cache,
-                       std::size_t max_body, std::shared_ptr<SessionStore> store) {
+                       std::size_t max_body, std::shared_ptr<SessionStore> store, std::size_t max_sessions) {
   EngineOptions o;
   o.cache = std::move(cache);
   o.pool_bytes = static_cast<std::size_t>(pool_mib * 1024 * 1024);
   o.store = store ? std::move(store) : std::make_shared<DirectoryStore>(state_dir);
   o.scratch_dir = state_dir;
   o.limits.max_tokens = 512;
+  o.max_sessions = max_sessions;
   o.model_name = "stories260K";
   o.log = [this](const std::string& line) { log_.push_back(line); };
   engine_ = std::make_unique<Engine>(test_model(), test_tokenizer(), std::move(o));
@@ -110,17 +116,19 @@ Answer post(httplib::Client& c, const std::string& path, const nlohmann::json& b
 }
 Answer get(httplib::Client& c, const std::string& path) { return answer_of(c.Get(path.c_str())); }
 
-Streamed post_stream(httplib::Client& c, nlohmann::json body) {
-  body["stream"] = true;
-  Streamed s;
+namespace {
+// Calls `on_event` with the data of every server-sent event of a POST of `body` to `path`.
+int post_events(httplib::Client& c, const std::string& path, const nlohmann::json& body,
+                const std::function<void(const std::string&)>& on_event) {
+  int status = 0;
   std::string buffer;
   httplib::Request req;
   req.method = "POST";
-  req.path = "/v1/completions";
+  req.path = path;
   req.body = body.dump();
   req.set_header("Content-Type", "application/json");
   req.response_handler = [&](const httplib::Response& r) {
-    s.status = r.status;
+    status = r.status;
     return true;
   };
   req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
@@ -129,19 +137,62 @@ Streamed post_stream(httplib::Client& c, nlohmann::json body) {
       const std::string event = buffer.substr(0, end);
       buffer.erase(0, end + 2);
       REQUIRE(event.rfind("data: ", 0) == 0);
-      const std::string data_text = event.substr(6);
-      ++s.events;
-      if (data_text == "[DONE]") {
-        s.done = true;
-        continue;
-      }
-      s.last = nlohmann::json::parse(data_text);
-      s.text += s.last["choices"][0]["text"].get<std::string>();
+      on_event(event.substr(6));
     }
     return true;
   };
   const auto r = c.send(req);
-  if (s.status == 0 && r) s.status = r->status;
+  if (status == 0 && r) status = r->status;
+  return status;
+}
+}  // namespace
+
+ChatStreamed post_chat_stream(httplib::Client& c, nlohmann::json body) {
+  body["stream"] = true;
+  ChatStreamed s;
+  s.status = post_events(c, "/v1/chat/completions", body, [&](const std::string& data) {
+    if (data == "[DONE]") {
+      s.done = true;
+      return;
+    }
+    s.events.push_back(nlohmann::json::parse(data));
+    const nlohmann::json& e = s.events.back();
+    if (!e["choices"].empty() && e["choices"][0]["delta"].contains("content"))
+      s.content += e["choices"][0]["delta"]["content"].get<std::string>();
+  });
+  return s;
+}
+
+std::string raw_http(int port, const std::string& request, int timeout_s) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  timeval tv{timeout_s, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size()));
+  std::string answer;
+  char buf[4096];
+  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) answer.append(buf, static_cast<std::size_t>(n));
+  ::close(fd);
+  return answer;
+}
+
+Streamed post_stream(httplib::Client& c, nlohmann::json body) {
+  body["stream"] = true;
+  Streamed s;
+  s.status = post_events(c, "/v1/completions", body, [&](const std::string& data) {
+    ++s.events;
+    if (data == "[DONE]") {
+      s.done = true;
+      return;
+    }
+    s.last = nlohmann::json::parse(data);
+    s.text += s.last["choices"][0]["text"].get<std::string>();
+  });
   return s;
 }
 

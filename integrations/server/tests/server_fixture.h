@@ -39,7 +39,7 @@ class TestServer {
   /// `store`: where sessions park (default: a DirectoryStore in `state_dir`).
   TestServer(const std::filesystem::path& state_dir, double pool_mib,
              kvcache::llama::CacheOptions cache = test_cache(), std::size_t max_body = 1 << 16,
-             std::shared_ptr<SessionStore> store = nullptr);
+             std::shared_ptr<SessionStore> store = nullptr, std::size_t max_sessions = 4096);
   ~TestServer();  // stop() if not done
   /// SIGTERM's path: park everything, stop listening, join.
   void stop();
@@ -77,6 +77,19 @@ struct Streamed {
   int events = 0;
 };
 Streamed post_stream(httplib::Client& c, nlohmann::json body);
+
+/// A streamed chat completion: every event's JSON in order, and whether "[DONE]" ended it.
+struct ChatStreamed {
+  int status = 0;
+  std::vector<nlohmann::json> events;
+  bool done = false;
+  std::string content;  ///< the concatenated delta contents
+};
+ChatStreamed post_chat_stream(httplib::Client& c, nlohmann::json body);
+
+/// Sends `request` (raw HTTP/1.1 text) on a new loopback connection and returns everything the
+/// server answers until it closes the connection (or `timeout_s` passes).
+std::string raw_http(int port, const std::string& request, int timeout_s = 10);
 
 /// The oracle: one Decoder and Sampler fed turn by turn exactly as one uninterrupted stream
 /// (BOS + first prompt, generated tokens, the next prompt, ...), text decoded as kvstream

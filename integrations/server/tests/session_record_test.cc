@@ -26,7 +26,9 @@ SessionMeta sample_meta() {
                      .tokens_evicted = 3,
                      .tokens_kept = 27,
                      .tokens_pinned = 4,
-                     .kv_bytes = 4096};
+                     .kv_bytes = 4096,
+                     .origin = "chat",
+                     .history = std::vector<std::int32_t>{1, 7, 42}};
 }
 
 std::vector<std::byte> snapshot_bytes(std::size_t n) {
@@ -75,28 +77,78 @@ TEST_CASE("session record: truncation at any length and any flipped byte are det
   }
 }
 
-TEST_CASE("session record: a consistent record with garbage meta is refused") {
-  SessionMeta m = sample_meta();
-  auto blob = encode_record(m, snapshot_bytes(10));
-  // Rebuild with a meta JSON that lacks fields: checksum right, content wrong.
-  const std::string text = R"({"id":"x"})";
-  std::vector<std::byte> hand(blob.begin(), blob.begin() + 12);
-  const auto len = static_cast<std::uint32_t>(text.size());
-  const auto* l = reinterpret_cast<const std::byte*>(&len);
-  hand.insert(hand.end(), l, l + 4);
-  const auto* t = reinterpret_cast<const std::byte*>(text.data());
-  hand.insert(hand.end(), t, t + text.size());
-  const std::uint64_t zero = 0;
-  const auto* z = reinterpret_cast<const std::byte*>(&zero);
-  hand.insert(hand.end(), z, z + 8);
+namespace {
+
+// A record built by hand: magic, `version`, `meta` as the JSON text, an empty snapshot, and a right
+// checksum, so that only the content can be wrong.
+std::vector<std::byte> hand_record(std::uint32_t version, const std::string& meta) {
+  // Built as a string: GCC 12 warns falsely (-Wstringop-overflow) on inserting into an empty
+  // byte vector.
+  std::string hand = "KVSESSN";
+  hand.push_back('\0');
+  const auto put = [&](const auto& v) { hand.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  put(version);
+  put(static_cast<std::uint32_t>(meta.size()));
+  hand += meta;
+  put(std::uint64_t{0});
   std::uint64_t h = 0xcbf29ce484222325ull;
-  for (std::byte b : hand) {
-    h ^= static_cast<std::uint8_t>(b);
+  for (char c : hand) {
+    h ^= static_cast<std::uint8_t>(c);
     h *= 0x100000001b3ull;
   }
-  const auto* hp = reinterpret_cast<const std::byte*>(&h);
-  hand.insert(hand.end(), hp, hp + 8);
-  CHECK(error_of(hand).find("bad meta") != std::string::npos);
+  put(h);
+  const auto* b = reinterpret_cast<const std::byte*>(hand.data());
+  return {b, b + hand.size()};
+}
+
+// The meta of a version 1 record (before origin and history).
+std::string v1_meta(int pending) {
+  return R"({"id":"s-old","model":"m","rng_state":5,"pending":)" + std::to_string(pending) +
+         R"(,"last_token":-1,"tokens_prompted":0,"tokens_generated":0,"requests":0,"created_unix":1.0,)"
+         R"("last_used_unix":2.0,"tokens_seen":0,"tokens_evicted":0,"tokens_kept":0,"tokens_pinned":0,"kv_bytes":0})";
+}
+
+}  // namespace
+
+TEST_CASE("session record: a consistent record with garbage meta is refused") {
+  CHECK(error_of(hand_record(2, R"({"id":"x"})")).find("bad meta") != std::string::npos);
+  CHECK(error_of(hand_record(3, v1_meta(-1))).find("unsupported version 3") != std::string::npos);
+}
+
+TEST_CASE("session record: origin and token history round trip, and an unknown history stays unknown") {
+  const SessionRecord r = decode_record(encode_record(sample_meta(), snapshot_bytes(10)), "x");
+  CHECK(r.meta.origin == "chat");
+  REQUIRE(r.meta.history);
+  CHECK(*r.meta.history == std::vector<std::int32_t>{1, 7, 42});
+  SessionMeta m = sample_meta();
+  m.origin = "api";
+  m.history.reset();
+  const SessionRecord u = decode_record(encode_record(m, snapshot_bytes(10)), "x");
+  CHECK(u.meta.origin == "api");
+  CHECK(!u.meta.history);
+}
+
+TEST_CASE("session record: version 1 records still load, as api sessions") {
+  const SessionRecord empty = decode_record(hand_record(1, v1_meta(-1)), "x");
+  CHECK(empty.meta.id == "s-old");
+  CHECK(empty.meta.origin == "api");
+  REQUIRE(empty.meta.history);  // an empty stream's history is known: it is empty
+  CHECK(empty.meta.history->empty());
+  const SessionRecord used = decode_record(hand_record(1, v1_meta(9)), "x");
+  CHECK(!used.meta.history);  // tokens that were never recorded
+}
+
+TEST_CASE("session record: an inconsistent origin or history is refused") {
+  SessionMeta m = sample_meta();
+  m.history = std::vector<std::int32_t>{1, 7, 41};  // does not end with the pending token 42
+  CHECK(error_of(encode_record(m, snapshot_bytes(4))).find("does not end with its pending token") !=
+        std::string::npos);
+  m.history = std::vector<std::int32_t>{};
+  CHECK(error_of(encode_record(m, snapshot_bytes(4))).find("does not end with its pending token") !=
+        std::string::npos);
+  m = sample_meta();
+  m.origin = "robot";
+  CHECK(error_of(encode_record(m, snapshot_bytes(4))).find("unknown origin 'robot'") != std::string::npos);
 }
 
 }  // namespace kvserve::test
