@@ -51,8 +51,10 @@ def split_stories(tokens):
 
 
 class Mixer:
-    def __init__(self, stories, mix, seq_len, seed, lag_rate=0.04, recall_pairs=6, fixlag=FIXLAG):
+    def __init__(self, stories, mix, seq_len, seed, lag_rate=0.04, recall_pairs=6, fixlag=FIXLAG,
+                 fixcopy_prefix=0):
         self.fixlag = fixlag
+        self.fixcopy_prefix = fixcopy_prefix
         self.stories = stories
         self.kinds = [k for k, _ in mix]
         self.weights = [w for _, w in mix]
@@ -124,13 +126,17 @@ class Mixer:
                 out.append(r.choice(cand) if cand else r.choice(self.bigram_starts))
             return out
         if kind == "fixcopy":
-            # BOS + C + C with |C| = FIXLAG: the copy always comes from exactly FIXLAG back.
+            # BOS + P + C + C with |C| = fixlag: the copy always comes from exactly fixlag back. With
+            # fixcopy_prefix, P is a random-length start of a story (0 .. fixcopy_prefix tokens), so
+            # that the distance from BOS does not tell where the copy starts: only a content match
+            # fixlag back does.
             s = self.story()
-            while len(s) < self.fixlag:
+            n_prefix = r.randint(0, self.fixcopy_prefix) if self.fixcopy_prefix else 0
+            while len(s) < self.fixlag + n_prefix:
                 s += [NEWLINE, NEWLINE] + self.story()
-            o = r.randrange(0, len(s) - self.fixlag + 1)
+            o = r.randrange(n_prefix, len(s) - self.fixlag + 1)
             c = s[o : o + self.fixlag]
-            return c + c
+            return s[:n_prefix] + c + c
         if kind == "norep":
             # Distinct tokens (drawn without replacement), so that every token already in the
             # context is the one thing that will not come next: a head that copies from the

@@ -387,11 +387,12 @@ def cmd_train(a):
 
         stories = sink_data.split_stories(data_t.tolist())
         mixer = sink_data.Mixer(stories, sink_data.parse_mix(a.mix), a.seq_len, a.seed + step,
-                                 fixlag=a.fixlag)
+                                 fixlag=a.fixlag, fixcopy_prefix=a.fixcopy_prefix)
         warm_mixer = None
         if a.warm_mix:
             warm_mixer = sink_data.Mixer(stories, sink_data.parse_mix(a.warm_mix), a.seq_len,
-                                          a.seed + step + 1, fixlag=a.fixlag)
+                                          a.seed + step + 1, fixlag=a.fixlag,
+                                          fixcopy_prefix=a.fixcopy_prefix)
         masked = torch.tensor(sink_data.LAG_MARKERS + sink_data.RECALL_TRIGGERS + sink_data.BIGRAM_TRIGGERS)
         log(f"{len(stories)} stories; mix {a.mix}")
         if probe is not None:
@@ -602,6 +603,8 @@ def main():
     t.add_argument("--mix", help="document mix of scripts/sink_data.py, e.g. story:0.5,lag:0.5 (default: "
                         "consecutive tokens of --data after one BOS)")
     t.add_argument("--fixlag", type=int, default=127, help="the copy distance of --mix's fixcopy windows")
+    t.add_argument("--fixcopy-prefix", type=int, default=0,
+                   help="fixcopy windows start with 0..N tokens of a story before C + C (0 = C at once)")
     t.add_argument("--warm-mix", help="document mix for the first --warm-seconds of training (a curriculum)")
     t.add_argument("--warm-seconds", type=float, default=0)
     t.add_argument("--seed", type=int, default=1234)
