@@ -52,7 +52,8 @@ def split_stories(tokens):
 
 class Mixer:
     def __init__(self, stories, mix, seq_len, seed, lag_rate=0.04, recall_pairs=6, fixlag=FIXLAG,
-                 fixcopy_prefix=0):
+                 fixcopy_prefix=0, fixcopy_decoy=0.0):
+        self.fixcopy_decoy = fixcopy_decoy
         self.fixlag = fixlag
         self.fixcopy_prefix = fixcopy_prefix
         self.stories = stories
@@ -136,6 +137,13 @@ class Mixer:
                 s += [NEWLINE, NEWLINE] + self.story()
             o = r.randrange(n_prefix, len(s) - self.fixlag + 1)
             c = s[o : o + self.fixlag]
+            if r.random() < self.fixcopy_decoy:
+                # A decoy: the second half starts as C does (as stories start alike: "Once upon a
+                # time, there was") and then goes its own way, so the copy head must keep checking
+                # its match instead of trusting the first few tokens.
+                k = r.randint(2, 16)
+                other = self.story()
+                return s[:n_prefix] + c + c[:k] + other[: self.fixlag - k]
             return s[:n_prefix] + c + c
         if kind == "norep":
             # Distinct tokens (drawn without replacement), so that every token already in the

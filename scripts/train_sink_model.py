@@ -387,12 +387,13 @@ def cmd_train(a):
 
         stories = sink_data.split_stories(data_t.tolist())
         mixer = sink_data.Mixer(stories, sink_data.parse_mix(a.mix), a.seq_len, a.seed + step,
-                                 fixlag=a.fixlag, fixcopy_prefix=a.fixcopy_prefix)
+                                 fixlag=a.fixlag, fixcopy_prefix=a.fixcopy_prefix,
+                                 fixcopy_decoy=a.fixcopy_decoy)
         warm_mixer = None
         if a.warm_mix:
             warm_mixer = sink_data.Mixer(stories, sink_data.parse_mix(a.warm_mix), a.seq_len,
                                           a.seed + step + 1, fixlag=a.fixlag,
-                                          fixcopy_prefix=a.fixcopy_prefix)
+                                          fixcopy_prefix=a.fixcopy_prefix, fixcopy_decoy=a.fixcopy_decoy)
         masked = torch.tensor(sink_data.LAG_MARKERS + sink_data.RECALL_TRIGGERS + sink_data.BIGRAM_TRIGGERS)
         log(f"{len(stories)} stories; mix {a.mix}")
         if probe is not None:
@@ -605,6 +606,8 @@ def main():
     t.add_argument("--fixlag", type=int, default=127, help="the copy distance of --mix's fixcopy windows")
     t.add_argument("--fixcopy-prefix", type=int, default=0,
                    help="fixcopy windows start with 0..N tokens of a story before C + C (0 = C at once)")
+    t.add_argument("--fixcopy-decoy", type=float, default=0.0,
+                   help="share of fixcopy windows whose second half copies only the first 2-16 tokens of C")
     t.add_argument("--warm-mix", help="document mix for the first --warm-seconds of training (a curriculum)")
     t.add_argument("--warm-seconds", type=float, default=0)
     t.add_argument("--seed", type=int, default=1234)
